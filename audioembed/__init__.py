@@ -1,0 +1,48 @@
+"""audioembed: layer-wise embeddings, distillation and evaluation of self-supervised audio models.
+
+Public API (mirrors the CLI)::
+
+    from audioembed import load_upstream, extract, FeatureReader
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("audioembed")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from .hookspecs import hookimpl
+from .upstream import TaskSpec, Upstream, UpstreamError, UpstreamOutput, UpstreamSpec
+from .registry import load_upstream, get_registry
+
+
+def __getattr__(name: str):
+    # extraction and storage pull in h5py/soundfile; import them on first use only
+    if name == "extract":
+        from .extraction import extract
+
+        return extract
+    if name in ("FeatureReader", "gather"):
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "Upstream",
+    "UpstreamOutput",
+    "UpstreamSpec",
+    "UpstreamError",
+    "TaskSpec",
+    "load_upstream",
+    "get_registry",
+    "extract",
+    "FeatureReader",
+    "gather",
+]

@@ -1,0 +1,35 @@
+"""The plugin hooks of audioembed.
+
+A plugin is a module (or object) exposed through the ``audioembed`` entry-point group of
+an installed distribution::
+
+    [project.entry-points.audioembed]
+    my_models = "my_package.audioembed_plugin"
+
+and implements one or both hooks below with ``@audioembed.hookimpl``. The built-in
+upstreams and tasks are registered the same way, from audioembed's own pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "audioembed"
+ENTRY_POINT_GROUP = "audioembed"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def audioembed_upstreams():
+    """Return a list of :class:`audioembed.upstream.UpstreamSpec` this plugin provides.
+
+    Keep this cheap: import heavy dependencies inside the ``load`` callables, so listing
+    plugins never loads a model.
+    """
+
+
+@hookspec
+def audioembed_tasks():
+    """Return a list of :class:`audioembed.upstream.TaskSpec` this plugin provides."""

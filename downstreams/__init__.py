@@ -1,0 +1,1 @@
+"""Built-in downstream task plugins (installed as ``audioembed_downstreams``)."""
