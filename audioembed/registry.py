@@ -124,12 +124,7 @@ def load_upstream(name: str, model: str | None = None, device: str | None = "cpu
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
     """
-    import torch
-
-    spec = get_registry().upstream_spec(name)
-    if spec.requires_source and not model:
-        example = f" (e.g. --model {spec.example_source})" if spec.example_source else ""
-        raise UpstreamError(f"upstream '{name}' needs --model ID|PATH{example}")
+    spec = check_upstream(name, model)
     upstream = spec.load(model)
     if not isinstance(upstream, Upstream):
         raise UpstreamError(f"upstream '{name}' loader returned {type(upstream).__name__}, not an Upstream")
@@ -137,6 +132,15 @@ def load_upstream(name: str, model: str | None = None, device: str | None = "cpu
     upstream.eval()
     upstream.requires_grad_(False)
     return upstream.to(resolve_device(device))
+
+
+def check_upstream(name: str, model: str | None = None) -> UpstreamSpec:
+    """The spec of ``name``, or the error ``load_upstream`` would give, without loading weights."""
+    spec = get_registry().upstream_spec(name)
+    if spec.requires_source and not model:
+        example = f" (e.g. --model {spec.example_source})" if spec.example_source else ""
+        raise UpstreamError(f"upstream '{name}' needs --model ID|PATH{example}")
+    return spec
 
 
 def resolve_device(device: str | None) -> "torch.device":  # noqa: F821

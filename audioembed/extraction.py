@@ -1,0 +1,422 @@
+"""Audio files -> upstream hidden states -> feature store.
+
+The pipeline overlaps I/O with compute: a background thread decodes, mixes down,
+resamples (streaming, so memory does not grow with file length) and cuts long files into
+windows; the main thread batches windows, runs the upstream and writes features.
+
+Windowing: a file longer than one window is processed as windows ``[s, s+W)`` (``s`` and
+``W`` multiples of the hop), each given ``context`` samples on both sides plus the few
+samples the last frame of the window needs. Only frames belonging to ``[s, s+W)`` are kept,
+so frame ``g`` of the file is computed exactly once and the frame count equals the
+upstream's ``num_frames(file length)``. For upstreams whose receptive field is within the
+context (DSP baselines) windowed output equals whole-file output exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .audio import AudioError, probe, resampled_length, stream
+from .inputs import InputItem, collect_inputs, shard_items
+from .registry import check_upstream, load_upstream, resolve_device
+from .store import FeatureWriter, shard_path
+from .upstream import Upstream
+
+POOLINGS = ("none", "mean", "mean+std")
+DTYPES = ("float16", "float32")
+
+
+class ExtractionError(RuntimeError):
+    """A bad input under --strict, or an invalid extraction request."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    item_index: int
+    samples: np.ndarray  # mono float32 at the upstream's rate
+    keep_start: int  # first local frame to keep
+    keep_end: int  # one past the last local frame to keep
+    is_last: bool
+
+
+@dataclass(frozen=True)
+class ItemFailed:
+    item_index: int
+    reason: str
+
+
+@dataclass
+class ExtractSummary:
+    output: str
+    extracted: int = 0
+    skipped_done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # id -> "path: reason"
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def __str__(self) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        lines = [
+            f"{self.output}: {self.extracted} extracted, {self.skipped_done} already done, "
+            f"{len(self.failed)} failed ({self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s, "
+            f"{speed:.1f}x real time)"
+        ]
+        lines += [f"  FAILED {reason}" for reason in self.failed.values()]
+        return "\n".join(lines)
+
+
+def resolve_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
+    """``"all"``, ``"last"``, ``"0,4,-1"`` or a list of ints -> sorted unique non-negative indices."""
+    if isinstance(spec, str):
+        spec = spec.strip()
+        if spec == "all":
+            return list(range(num_layers))
+        if spec == "last":
+            return [num_layers - 1]
+        try:
+            spec = [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise ExtractionError(f"--layers must be 'all', 'last' or comma-separated integers, got '{spec}'") from None
+    layers = []
+    for layer in spec:
+        idx = layer + num_layers if layer < 0 else layer
+        if not 0 <= idx < num_layers:
+            raise ExtractionError(f"layer {layer} out of range: this upstream has {num_layers} layers (0..{num_layers - 1})")
+        layers.append(idx)
+    if not layers:
+        raise ExtractionError("no layers selected")
+    return sorted(set(layers))
+
+
+def round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple)) * multiple
+
+
+class Windowing:
+    """Where each window of a file starts and ends, in samples and frames."""
+
+    def __init__(self, upstream: Upstream, window_seconds: float):
+        hop = upstream.hop_length
+        self.upstream = upstream
+        self.hop = hop
+        self.window = max(hop, round_up(int(window_seconds * upstream.sample_rate), hop))
+        self.context = round_up(max(0, int(upstream.context_samples)), hop)
+        # samples past the window end needed so the window's last frame exists
+        needed = (self.context + self.window) // hop
+        extra = 0
+        while upstream.num_frames(self.context + self.window + extra) < needed:
+            extra += 1
+            if extra > 100 * hop + 100_000:
+                raise ExtractionError(f"upstream '{upstream.name}': num_frames never reaches {needed}")
+        self.extra = extra
+
+    def plan(self, total: int) -> list[tuple[int, int, int, int]]:
+        """``(seg_start, seg_end, keep_start, keep_end)`` per window; local frame indices."""
+        frames = self.upstream.num_frames(total)
+        if total <= self.window + 2 * self.context + self.extra:
+            return [(0, total, 0, frames)]
+        plan = []
+        start = 0
+        while start // self.hop < frames:
+            seg_start = max(0, start - self.context)
+            seg_end = min(total, start + self.window + self.context + self.extra)
+            first = start // self.hop
+            last = min((start + self.window) // self.hop, frames)
+            offset = seg_start // self.hop
+            plan.append((seg_start, seg_end, first - offset, last - offset))
+            start += self.window
+        return plan
+
+
+def _segments(path: str, total: int, item_index: int, upstream: Upstream, windowing: Windowing) -> Iterator[Segment]:
+    """Stream one file and cut it into the planned windows, holding at most one window."""
+    plan = windowing.plan(total)
+    chunks: list[np.ndarray] = []
+    buf_start = 0  # absolute sample index of chunks[0][0]
+    buf_len = 0
+    blocks = stream(path, upstream.sample_rate)
+    exhausted = False
+    for i, (seg_start, seg_end, keep_start, keep_end) in enumerate(plan):
+        while buf_start + buf_len < seg_end and not exhausted:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                exhausted = True
+                break
+            chunks.append(block)
+            buf_len += len(block)
+        buf = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+        chunks = [buf]
+        seg = buf[seg_start - buf_start : seg_end - buf_start]
+        if len(seg) != seg_end - seg_start:
+            raise AudioError(path, f"decoded {buf_start + buf_len} samples, header promised {total}")
+        yield Segment(item_index, np.array(seg, dtype=np.float32), keep_start, keep_end, i == len(plan) - 1)
+        if i + 1 < len(plan):
+            drop = plan[i + 1][0] - buf_start
+            chunks = [buf[drop:]]
+            buf_start += drop
+            buf_len -= drop
+
+
+def _producer(items, totals, upstream, windowing, out_queue: queue.Queue, stop: threading.Event) -> None:
+    for index, item in enumerate(items):
+        if stop.is_set():
+            return
+        if totals[index] is None:
+            continue
+        try:
+            for segment in _segments(item.path, totals[index], index, upstream, windowing):
+                while not stop.is_set():
+                    try:
+                        out_queue.put(segment, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except AudioError as exc:
+            out_queue.put(ItemFailed(index, str(exc)))
+        except Exception as exc:  # unexpected decoder failure: still per file
+            out_queue.put(ItemFailed(index, f"{item.path}: {type(exc).__name__}: {exc}"))
+    out_queue.put(None)
+
+
+def _check_item(item: InputItem, upstream: Upstream) -> int:
+    """Resampled length of a file, or AudioError explaining why it cannot be used."""
+    info = probe(item.path)
+    total = resampled_length(info.num_samples, info.sample_rate, upstream.sample_rate)
+    if upstream.num_frames(total) < 1:
+        minimum = 1
+        while upstream.num_frames(minimum) < 1:
+            minimum *= 2
+        raise AudioError(
+            item.path,
+            f"too short: {info.duration:.4f} s gives no frame for upstream '{upstream.name}' "
+            f"(needs about {minimum / upstream.sample_rate:.4f} s)",
+        )
+    return total
+
+
+def default_batch_seconds(device: torch.device) -> float:
+    # Measured on 2 CPU cores: padded batches ran slower than one file at a time, so on CPU a
+    # batch is one window; GPUs need batches to be fed efficiently.
+    return 0.0 if device.type == "cpu" else 160.0
+
+
+def _torchrun_shard() -> tuple[int, int] | None:
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def store_attrs(upstream: Upstream, layers: list[int], pooling: str, dtype: str, windowing: Windowing) -> dict:
+    return {
+        "format_version": 1,
+        "audioembed_version": __version__,
+        "upstream": upstream.name,
+        "model": upstream.source or "",
+        "weights_hash": upstream.weights_hash(),
+        "upstream_config": json.dumps(upstream.describe(), sort_keys=True, default=str),
+        "sample_rate": int(upstream.sample_rate),
+        "hop_length": int(upstream.hop_length),
+        "frame_rate": float(upstream.frame_rate),
+        "num_layers": int(upstream.num_layers),
+        "hidden_size": int(upstream.hidden_size),
+        "layers": np.asarray(layers, dtype=np.int64),
+        "pooling": pooling,
+        "dtype": dtype,
+        "window_samples": int(windowing.window),
+        "context_samples": int(windowing.context),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def extract(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    upstream: str | Upstream,
+    output: str | os.PathLike,
+    *,
+    model: str | None = None,
+    layers: str | Sequence[int] = "all",
+    pooling: str = "mean",
+    dtype: str = "float32",
+    device: str = "auto",
+    batch_seconds: float | None = None,
+    window_seconds: float = 30.0,
+    shard: tuple[int, int] | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    checkpoint_seconds: float = 10.0,
+) -> ExtractSummary:
+    """Extract features of ``inputs`` (files, folders, manifests) into the HDF5 file ``output``.
+
+    Mirrors ``audioembed extract``; see ``audioembed extract --help`` for each option.
+    Finished utterances already in ``output`` are skipped, so rerunning resumes;
+    ``checkpoint_seconds`` bounds the finished work a hard kill can lose.
+    """
+    started = time.monotonic()
+    if pooling not in POOLINGS:
+        raise ExtractionError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+    if dtype not in DTYPES:
+        raise ExtractionError(f"dtype must be one of {DTYPES}, got '{dtype}'")
+    if isinstance(upstream, str):
+        check_upstream(upstream, model)  # fail fast, before scanning inputs or loading weights
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    items = collect_inputs(inputs)
+    shard = shard or _torchrun_shard()
+    if shard is not None:
+        index, count = shard
+        items = shard_items(items, index, count)
+        output = shard_path(output, index, count)
+    if isinstance(upstream, str):
+        local_rank = os.environ.get("LOCAL_RANK")
+        if device == "auto" and local_rank is not None and torch.cuda.is_available():
+            device = f"cuda:{local_rank}"
+        upstream = load_upstream(upstream, model=model, device=device)
+    dev = next(iter(upstream.parameters()), torch.empty(0)).device if device == "auto" else resolve_device(device)
+    upstream.to(dev).eval()
+    layer_ids = resolve_layers(layers, upstream.num_layers)
+    windowing = Windowing(upstream, window_seconds)
+    if batch_seconds is None:
+        batch_seconds = default_batch_seconds(dev)
+    batch_samples = int(batch_seconds * upstream.sample_rate)
+
+    summary = ExtractSummary(output=str(output))
+    attrs = store_attrs(upstream, layer_ids, pooling, dtype, windowing)
+    if shard is not None:
+        attrs["shard_index"], attrs["shard_count"] = shard
+    writer = FeatureWriter(output, attrs, seal_seconds=checkpoint_seconds)
+    try:
+        todo = [item for item in items if item.id not in writer.done_ids]
+        summary.skipped_done = len(items) - len(todo)
+        totals: list[int | None] = []
+        for item in todo:
+            try:
+                totals.append(_check_item(item, upstream))
+            except AudioError as exc:
+                totals.append(None)
+                _fail(summary, item, str(exc), strict, writer)
+        # longest first: similar lengths end up in the same batch, and the ETA is honest early
+        order = sorted(range(len(todo)), key=lambda i: -(totals[i] or 0))
+        todo = [todo[i] for i in order]
+        totals = [totals[i] for i in order]
+        _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress)
+    finally:
+        writer.close()
+    summary.wall_seconds = time.monotonic() - started
+    return summary
+
+
+def _fail(summary: ExtractSummary, item: InputItem, reason: str, strict: bool, writer: FeatureWriter) -> None:
+    summary.failed[item.id] = reason
+    if strict:
+        raise ExtractionError(f"bad input (--strict): {reason}")
+    print(f"audioembed: skipping {reason}", file=sys.stderr)
+
+
+def _progress_bar(total_seconds: float, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=round(total_seconds, 1),
+        unit="s",
+        unit_scale=False,
+        desc="audio",
+        disable=not enabled,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]",
+        file=sys.stderr,
+    )
+
+
+def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress) -> None:
+    sr = upstream.sample_rate
+    segments: queue.Queue = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_producer, args=(todo, totals, upstream, windowing, segments, stop), daemon=True, name="audioembed-decode"
+    )
+    thread.start()
+    bar = _progress_bar(sum(t for t in totals if t) / sr, progress)
+    open_items: dict[int, object] = {}  # item index -> UtteranceWriter
+    try:
+        pending: list[Segment] = []
+        finished = False
+        while not finished or pending:
+            if not finished:
+                entry = segments.get()
+                if entry is None:
+                    finished = True
+                elif isinstance(entry, ItemFailed):
+                    _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                    pending = []
+                    if entry.item_index in open_items:
+                        writer.abort()
+                        del open_items[entry.item_index]
+                    _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
+                    continue
+                else:
+                    pending.append(entry)
+            # a batch closes when its padded size would exceed the budget, or nothing else is coming
+            if pending and (finished or max(len(s.samples) for s in pending) * len(pending) >= batch_samples):
+                _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                pending = []
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                segments.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        bar.close()
+
+
+@torch.inference_mode()
+def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar) -> None:
+    if not batch:
+        return
+    lengths = torch.tensor([len(s.samples) for s in batch], dtype=torch.long)
+    wavs = torch.zeros(len(batch), int(lengths.max()), dtype=torch.float32)
+    for row, seg in enumerate(batch):
+        wavs[row, : len(seg.samples)] = torch.from_numpy(seg.samples)
+    out = upstream(wavs.to(dev), lengths.to(dev))
+    states = {layer: out.hidden_states[layer].float().cpu().numpy() for layer in layer_ids}
+    out_lengths = out.lengths.cpu().tolist()
+    for row, seg in enumerate(batch):
+        if seg.keep_end > out_lengths[row]:
+            raise RuntimeError(
+                f"upstream '{upstream.name}' returned {out_lengths[row]} frames for {len(seg.samples)} samples, "
+                f"but num_frames() promised at least {seg.keep_end}"
+            )
+        item = todo[seg.item_index]
+        if seg.item_index not in open_items:
+            open_items[seg.item_index] = writer.begin(item.id, layer_ids, upstream.hidden_size)
+        open_items[seg.item_index].append({layer: states[layer][row, seg.keep_start : seg.keep_end] for layer in layer_ids})
+        if seg.is_last:
+            total = totals[seg.item_index]
+            written = open_items.pop(seg.item_index).num_frames
+            expected = upstream.num_frames(total)
+            if written != expected:
+                raise RuntimeError(f"{item.path}: wrote {written} frames, expected {expected} (windowing bug)")
+            writer.commit(
+                {
+                    "path": item.path,
+                    "num_samples": int(total),
+                    "duration": float(total / upstream.sample_rate),
+                    "metadata": json.dumps(item.metadata, sort_keys=True),
+                }
+            )
+            summary.extracted += 1
+            summary.audio_seconds += total / upstream.sample_rate
+        bar.update(round((seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate, 3))

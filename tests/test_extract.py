@@ -1,0 +1,174 @@
+"""End-to-end extraction: files -> upstream -> HDF5, resuming, bad inputs, windows, shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import audio_gen
+from tiny_models import make_tiny_hf, make_tiny_mert
+
+from audioembed import FeatureReader, extract, load_upstream
+from audioembed.audio import load
+from audioembed.extraction import ExtractionError, Windowing
+from audioembed.store import StoreError
+
+
+def _reference(upstream, path, layer):
+    """Hidden states of one whole file, computed directly through the upstream."""
+    wav = torch.from_numpy(load(path, upstream.sample_rate))[None]
+    with torch.inference_mode():
+        out = upstream(wav, torch.tensor([wav.shape[1]]))
+    return out.hidden_states[layer][0, : int(out.lengths[0])].numpy()
+
+
+def test_mfcc_folder_end_to_end(small_corpus, tmp_path):
+    out = tmp_path / "f.h5"
+    summary = extract(small_corpus, "mfcc", out, pooling="mean+std", progress=False)
+    assert summary.extracted == 8 and not summary.failed
+    upstream = load_upstream("mfcc")
+    with FeatureReader(out) as feats:
+        assert len(feats) == 8
+        assert feats.attrs["upstream"] == "mfcc" and feats.attrs["sample_rate"] == 16000
+        for uid in feats.ids:
+            info = feats.info(uid)
+            ref = _reference(upstream, info.path, 0)
+            assert info.num_frames == ref.shape[0] == upstream.num_frames(info.num_samples)
+            got = feats.get(uid)
+            np.testing.assert_allclose(got[: ref.shape[1]], ref.mean(0), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(got[ref.shape[1] :], ref.std(0), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["fbank", "logmel", "mfcc"])
+def test_dsp_windowed_equals_whole_file(tmp_path, name):
+    path = tmp_path / "long.flac"
+    sig = audio_gen.chirp(100.0, 3000.0, 9.3, 22050) + 0.05 * audio_gen.noise(9.3, 22050, seed=3)
+    audio_gen.write_audio(path, sig, 22050)
+    whole, windowed = tmp_path / "whole.h5", tmp_path / "win.h5"
+    extract([path], name, whole, pooling="none", window_seconds=60, progress=False)
+    extract([path], name, windowed, pooling="none", window_seconds=1.0, progress=False)
+    with FeatureReader(whole) as a, FeatureReader(windowed) as b:
+        x, y = a.get("long.flac"), b.get("long.flac")
+        assert b.attrs["window_samples"] == 16000
+        assert x.shape == y.shape == (load_upstream(name).num_frames(a.info("long.flac").num_samples), x.shape[1])
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+def test_windowing_plan_covers_every_frame_once():
+    hubert_like = type("U", (), {})()
+    hubert_like.hop_length, hubert_like.sample_rate, hubert_like.context_samples, hubert_like.name = 320, 16000, 3200, "x"
+    hubert_like.num_frames = lambda n: (n - 400) // 320 + 1
+    win = Windowing(hubert_like, 1.0)
+    for total in (400, 16000, 16399, 16401, 40000, 123457, 16000 * 7):
+        plan = win.plan(total)
+        kept = []
+        for seg_start, seg_end, keep_start, keep_end in plan:
+            assert seg_start % 320 == 0 and 0 <= seg_start < seg_end <= total
+            assert keep_end <= hubert_like.num_frames(seg_end - seg_start)
+            kept.extend(range(seg_start // 320 + keep_start, seg_start // 320 + keep_end))
+        assert kept == list(range(hubert_like.num_frames(total)))
+
+
+def test_hubert_windowed_frame_counts_and_batching(tmp_path):
+    model_dir = make_tiny_hf(tmp_path / "hubert", kind="hubert", feat_extract_norm="group")
+    corpus = tmp_path / "audio"
+    paths = audio_gen.make_corpus(corpus, n=6, seed=4, min_s=0.2, max_s=3.0)
+    single, batched, windowed = tmp_path / "s.h5", tmp_path / "b.h5", tmp_path / "w.h5"
+    common = dict(model=str(model_dir), pooling="none", progress=False)
+    extract(corpus, "hubert", single, batch_seconds=0, **common)
+    extract(corpus, "hubert", batched, batch_seconds=30, **common)
+    extract(corpus, "hubert", windowed, window_seconds=0.5, **common)
+    upstream = load_upstream("hubert", model=str(model_dir))
+    with FeatureReader(single) as s, FeatureReader(batched) as b, FeatureReader(windowed) as w:
+        assert len(s) == len(paths)
+        for uid in s.ids:
+            n = s.info(uid).num_samples
+            for layer in s.layers:
+                x, y, z = s.get(uid, layer), b.get(uid, layer), w.get(uid, layer)
+                assert x.shape == y.shape == z.shape == (upstream.num_frames(n), upstream.hidden_size)
+                assert np.abs(x - y).max() <= 1e-4  # padded batches == one file at a time
+            np.testing.assert_allclose(x, _reference(upstream, s.info(uid).path, s.layers[-1]), atol=1e-4)
+
+
+def test_resampling_to_each_upstream_rate(tmp_path):
+    mert_dir = make_tiny_mert(tmp_path / "mert", version="v1")
+    path = tmp_path / "tone.wav"
+    audio_gen.write_audio(path, audio_gen.tone(440.0, 2.0, 44100), 44100)
+    for name, model, rate in (("mfcc", None, 16000), ("mert", str(mert_dir), 24000)):
+        out = tmp_path / f"{name}.h5"
+        extract([path], name, out, model=model, pooling="none", progress=False)
+        with FeatureReader(out) as feats:
+            info = feats.info("tone.wav")
+            assert feats.attrs["sample_rate"] == rate and info.num_samples == 2 * rate
+            upstream = load_upstream(name, model=model)
+            assert info.num_frames == upstream.num_frames(2 * rate) == feats.get("tone.wav").shape[0]
+    with FeatureReader(tmp_path / "mert.h5") as feats:
+        assert feats.attrs["frame_rate"] == pytest.approx(24000 / feats.attrs["hop_length"])
+
+
+def test_bad_inputs_are_reported_and_skipped(tmp_path, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "good.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    audio_gen.write_corrupt(root / "corrupt.wav")
+    audio_gen.write_empty(root / "empty.wav")
+    audio_gen.write_too_short(root / "short.wav", 16000, n_samples=50)
+    audio_gen.write_nan(root / "nan.wav", 16000)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,id\n{root / 'good.wav'},good\nin/missing.wav,missing\n")
+    out = tmp_path / "f.h5"
+    summary = extract([root], "fbank", out, progress=False)
+    assert summary.extracted == 1
+    assert set(summary.failed) == {"corrupt.wav", "empty.wav", "short.wav", "nan.wav"}
+    for uid, reason in summary.failed.items():
+        assert str(root / uid) in reason
+    assert "NaN" in summary.failed["nan.wav"] and "short" in summary.failed["short.wav"]
+    assert "FAILED" in str(summary)
+    missing = extract([manifest], "fbank", tmp_path / "g.h5", progress=False)
+    assert missing.extracted == 1 and "missing" in missing.failed
+    with pytest.raises(ExtractionError, match="corrupt.wav"):
+        extract([root], "fbank", tmp_path / "strict.h5", strict=True, progress=False)
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["good.wav"]
+
+
+def test_rerun_skips_and_mismatch_is_refused(small_corpus, tmp_path):
+    out = tmp_path / "f.h5"
+    first = extract(small_corpus, "fbank", out, layers="last", progress=False)
+    again = extract(small_corpus, "fbank", out, layers="last", progress=False)
+    assert first.extracted == 8 and again.extracted == 0 and again.skipped_done == 8
+    with pytest.raises(StoreError, match="upstream"):
+        extract(small_corpus, "mfcc", out, progress=False)
+    with pytest.raises(StoreError, match="pooling"):
+        extract(small_corpus, "fbank", out, pooling="none", progress=False)
+
+
+def test_shards_gather_equals_unsharded(small_corpus, tmp_path):
+    from audioembed.store import gather
+
+    whole = tmp_path / "whole.h5"
+    extract(small_corpus, "logmel", whole, progress=False)
+    sharded = tmp_path / "sh.h5"
+    for k in range(2):
+        s = extract(small_corpus, "logmel", sharded, shard=(k, 2), progress=False)
+        assert 0 < s.extracted < 8
+    assert not sharded.exists()
+    gathered = tmp_path / "gathered.h5"
+    assert gather(sharded, gathered) == 8
+    with FeatureReader(whole) as a, FeatureReader(sharded) as b, FeatureReader(gathered) as c:
+        assert a.ids == b.ids == c.ids
+        for uid in a.ids:
+            np.testing.assert_array_equal(a.get(uid), b.get(uid))
+            np.testing.assert_array_equal(a.get(uid), c.get(uid))
+
+
+def test_layers_and_dtype(small_corpus, tmp_path):
+    model_dir = make_tiny_hf(tmp_path / "h", kind="wav2vec2", feat_extract_norm="layer")
+    out = tmp_path / "f.h5"
+    extract(small_corpus, "wav2vec2", out, model=str(model_dir), layers="0,-1", dtype="float16", progress=False)
+    with FeatureReader(out) as feats:
+        assert feats.layers == [0, feats.attrs["num_layers"] - 1]
+        assert feats.get(feats.ids[0], 0).dtype == np.float16
+    with pytest.raises(ExtractionError, match="out of range"):
+        extract(small_corpus, "wav2vec2", tmp_path / "g.h5", model=str(model_dir), layers="7", progress=False)

@@ -1,0 +1,98 @@
+"""Feature store internals: keys, locking, aborted utterances, recovery of sealed parts."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from audioembed.store import (
+    UTTERANCES,
+    FeatureReader,
+    FeatureWriter,
+    StoreError,
+    decode_key,
+    encode_key,
+    parts_dir,
+)
+
+ATTRS = {
+    "format_version": 1, "upstream": "x", "weights_hash": "abc", "sample_rate": 16000, "hop_length": 160,
+    "layers": np.array([0, 2]), "pooling": "none", "dtype": "float32", "window_samples": 16000,
+    "context_samples": 0,
+}
+
+
+def _write(writer, uid, frames=3):
+    w = writer.begin(uid, [0, 2], 4)
+    w.append({0: np.ones((frames, 4)), 2: np.full((frames, 4), 2.0)})
+    writer.commit({"path": f"/{uid}", "num_samples": 10, "duration": 0.1, "metadata": "{}"})
+
+
+@pytest.mark.parametrize("uid", ["a/b.wav", "100%.wav", ".", "..", "x y/ü.flac", "a%2Fb"])
+def test_keys_round_trip(uid):
+    key = encode_key(uid)
+    assert "/" not in key and key not in (".", "..")
+    assert decode_key(key) == uid
+
+
+def test_odd_ids_are_stored_and_read_back(tmp_path):
+    out = tmp_path / "f.h5"
+    with FeatureWriter(out, ATTRS) as writer:
+        for uid in ["a/b.wav", "100%.wav", "x y/ü.flac", "a%2Fb", ".", ".."]:
+            _write(writer, uid)
+    with FeatureReader(out) as feats:
+        assert feats.ids == sorted(["a/b.wav", "100%.wav", "x y/ü.flac", "a%2Fb", ".", ".."])
+        np.testing.assert_array_equal(feats.get("a/b.wav", 2), np.full((3, 4), 2.0))
+        np.testing.assert_array_equal(feats.get("a/b.wav", -1), feats.get("a/b.wav", 2))
+        with pytest.raises(KeyError, match="layer 1"):
+            feats.get("a/b.wav", 1)
+
+
+def test_second_writer_is_refused(tmp_path):
+    out = tmp_path / "f.h5"
+    with FeatureWriter(out, ATTRS):
+        with pytest.raises(StoreError, match="another audioembed process"):
+            FeatureWriter(out, ATTRS)
+
+
+def test_abort_leaves_no_half_written_entry(tmp_path):
+    out = tmp_path / "f.h5"
+    with FeatureWriter(out, ATTRS) as writer:
+        _write(writer, "ok")
+        w = writer.begin("broken", [0, 2], 4)
+        w.append({0: np.ones((2, 4)), 2: np.ones((2, 4))})
+        writer.abort()
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["ok"]
+
+
+def test_sealed_parts_are_visible_and_recovered(tmp_path):
+    out = tmp_path / "f.h5"
+    writer = FeatureWriter(out, ATTRS, seal_seconds=0)
+    _write(writer, "one")
+    _write(writer, "two")
+    w = writer.begin("unfinished", [0, 2], 4)
+    w.append({0: np.ones((2, 4)), 2: np.ones((2, 4))})
+    # simulate a hard kill: nothing is closed or consolidated
+    writer._release_lock()
+    assert len(list(parts_dir(out).glob("part-*.h5"))) == 2
+    with h5py.File(out, "r") as h5:
+        assert len(h5[UTTERANCES]) == 0
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["one", "two"]
+    with FeatureWriter(out, ATTRS) as again:
+        assert again.done_ids == {"one", "two"}
+    assert not parts_dir(out).exists()
+    with h5py.File(out, "r") as h5:
+        assert sorted(h5[UTTERANCES]) == ["one", "two"]
+
+
+def test_not_a_feature_file(tmp_path):
+    bogus = tmp_path / "other.h5"
+    with h5py.File(bogus, "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(StoreError, match="not an audioembed feature file"):
+        FeatureWriter(bogus, ATTRS)
+    with pytest.raises(StoreError, match="no such feature file"):
+        FeatureReader(tmp_path / "nothing.h5")
