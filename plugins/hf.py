@@ -271,11 +271,10 @@ class HFEncoderUpstream(Upstream):
         self.min_samples = receptive_field(self.geometry)
         self.eval()
         # Pre-LN encoders: transformers 4 returned the final LayerNorm's output as the last
-        # hidden state, transformers 5 returns the last layer's un-normalised output. Record
-        # which one this installation gives, so stored features say what they are.
-        self.last_state_layer_normed: bool | None = None
-        if getattr(config, "do_stable_layer_norm", False):
-            self.last_state_layer_normed = self._probe_last_state_normed()
+        # hidden state, transformers 5 returns the last layer's un-normalised output. We always
+        # return the normalised one (last_hidden_state), as S3PRL and transformers 4 do, so the
+        # same weights give the same features whatever transformers is installed.
+        self.pre_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
 
     # -- contract ------------------------------------------------------------------------
 
@@ -290,8 +289,8 @@ class HFEncoderUpstream(Upstream):
             "num_layers": self.num_layers,
             "hidden_size": self.hidden_size,
         }
-        if self.last_state_layer_normed is not None:
-            info["last_state_layer_normed"] = self.last_state_layer_normed
+        if self.pre_layer_norm:
+            info["last_state"] = "final_layer_norm"
         return info
 
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None) -> UpstreamOutput:
@@ -332,6 +331,8 @@ class HFEncoderUpstream(Upstream):
             self._padding_state.sample_lengths = None
 
         states = list(out.hidden_states)
+        if self.pre_layer_norm:
+            states[-1] = out.last_hidden_state
         if len(states) != self.num_layers:
             raise UpstreamError(
                 f"{type(self.model).__name__} returned {len(states)} hidden states, expected {self.num_layers}"
@@ -360,14 +361,6 @@ class HFEncoderUpstream(Upstream):
             if p.is_floating_point():
                 return p.dtype
         return torch.float32
-
-    @torch.no_grad()
-    def _probe_last_state_normed(self) -> bool:
-        n = self.min_samples + 4 * self.hop_length
-        param = next(self.model.parameters())
-        x = torch.linspace(-0.5, 0.5, n, device=param.device, dtype=self._input_dtype())[None]
-        out = self.model(x, output_hidden_states=True, return_dict=True)
-        return bool(torch.equal(out.hidden_states[-1], out.last_hidden_state))
 
 
 def wrap_hf_model(model: nn.Module, *, sample_rate: int, normalize: bool, source: str | None, name: str = "") -> HFEncoderUpstream:
@@ -558,6 +551,8 @@ def load_hf_encoder(name: str, source: str) -> HFEncoderUpstream:
         except OSError as exc:
             if folder is None:
                 raise hub_error(source, _describe_hub_exception(source, exc, hub_offline())) from exc
+            raise UpstreamError(f"cannot load {class_name} from '{source}': {' '.join(str(exc).split())}") from exc
+        except (ValueError, RuntimeError) as exc:  # malformed config or weights that do not fit it
             raise UpstreamError(f"cannot load {class_name} from '{source}': {' '.join(str(exc).split())}") from exc
     missing = sorted(k for k in info.get("missing_keys", ()) if k != "masked_spec_embed")
     if missing:

@@ -139,17 +139,25 @@ def resolve_mert_folder(source: str) -> Path:
     folder = local_folder(source)
     if folder is not None:
         return folder
-    folder = hub_snapshot(source, [*CONFIG_FILES, "model.safetensors"])
-    if not (folder / "model.safetensors").is_file():
-        folder = hub_snapshot(source, [*CONFIG_FILES, "pytorch_model.bin"])
-    if not (folder / "config.json").is_file() or not any((folder / w).is_file() for w in WEIGHT_FILES):
-        reason = (
-            f"offline mode (HF_HUB_OFFLINE=1) and it is not completely in the local cache {hub_cache_dir()}"
-            if hub_offline()
-            else "the repository has no config.json with model.safetensors or pytorch_model.bin"
-        )
-        raise hub_error(source, reason)
-    return folder
+    # One weight file only: model.safetensors when the repository has it, else pytorch_model.bin.
+    # Each is tried on its own so that a cache holding only one of them still works offline.
+    errors: list[UpstreamError] = []
+    for weights in WEIGHT_FILES:
+        try:
+            folder = hub_snapshot(source, [*CONFIG_FILES, weights])
+        except UpstreamError as exc:
+            errors.append(exc)
+            continue
+        if (folder / "config.json").is_file() and (folder / weights).is_file():
+            return folder
+    if errors:
+        raise errors[0]
+    reason = (
+        f"offline mode (HF_HUB_OFFLINE=1) and it is not completely in the local cache {hub_cache_dir()}"
+        if hub_offline()
+        else "the repository has no config.json with model.safetensors or pytorch_model.bin"
+    )
+    raise hub_error(source, reason)
 
 
 def load_mert(source: str) -> HFEncoderUpstream:

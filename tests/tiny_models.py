@@ -214,8 +214,10 @@ def make_tiny_mert(
     do_normalize: bool = True,
     preprocessor: bool = True,
     config_overrides: dict | None = None,
+    return_state: bool = False,
 ):
-    """Write a tiny MERT checkpoint exactly in the published layout; returns ``(folder, state)``.
+    """Write a tiny MERT checkpoint exactly in the published layout; returns the folder
+    (``(folder, state)`` with ``return_state=True``).
 
     config.json with MERT's fields, preprocessor_config.json (Wav2Vec2FeatureExtractor),
     and a plain state dict with MERTModel's key names (== HubertModel's, no prefix) in
@@ -257,7 +259,7 @@ def make_tiny_mert(
         save_file(on_disk, str(folder / "model.safetensors"), metadata={"format": "pt"})
     else:
         raise ValueError("fmt must be 'bin' or 'safetensors'")
-    return folder, state
+    return (folder, state) if return_state else folder
 
 
 def reference_hubert(state: dict, cfg: dict):
@@ -352,3 +354,29 @@ def plain_batch_vs_single_diff(model, wavs) -> float:
         for hb, hs in zip(out_b.hidden_states, out_s.hidden_states):
             worst = max(worst, (hb[i, :n] - hs[0, :n]).abs().max().item())
     return worst
+
+
+class single_thread:
+    """Context manager: run torch on one thread (tiny models gain nothing from more, and on
+    a busy 2-core machine intra-op threads make them many times slower)."""
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+        return False
+
+
+def hub_cache_snapshot(hf_home, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """The snapshot folder of ``repo_id`` in a Hugging Face cache under ``hf_home``, as
+    ``hf download`` lays it out (``hub/models--org--name/{refs/main, snapshots/<commit>/}``).
+    Write checkpoint files into the returned folder to simulate a model downloaded earlier."""
+    repo_dir = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
