@@ -149,6 +149,22 @@ class _KaldiFrames(_DspUpstream):
         spec = torch.fft.rfft(frames, n=N_FFT, dim=1)
         return spec.real.square() + spec.imag.square()
 
+    def _framing(self) -> dict:
+        return {
+            "sample_rate": SAMPLE_RATE,
+            "win_length": WIN,
+            "hop_length": HOP,
+            "n_fft": N_FFT,
+            "window": self.window_type,
+            "preemphasis": self.preemphasis,
+            "remove_dc_offset": True,
+            "dither": 0.0,
+            "snip_edges": True,
+            "low_freq": 20.0,
+            "high_freq": SAMPLE_RATE / 2,
+            "mel_scale": "kaldi",
+        }
+
     def _log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         mel = self._power_spectrum(wav) @ self.mel
         return torch.clamp_min(mel, torch.finfo(torch.float32).eps).log()
@@ -176,19 +192,8 @@ class FbankUpstream(_KaldiFrames):
     def describe(self) -> dict:
         return {
             "feature": "kaldi_fbank",
-            "sample_rate": SAMPLE_RATE,
             "num_mel_bins": self.hidden_size,
-            "win_length": WIN,
-            "hop_length": HOP,
-            "n_fft": N_FFT,
-            "window": self.window_type,
-            "preemphasis": self.preemphasis,
-            "remove_dc_offset": True,
-            "dither": 0.0,
-            "snip_edges": True,
-            "low_freq": 20.0,
-            "high_freq": SAMPLE_RATE / 2,
-            "mel_scale": "kaldi",
+            **self._framing(),
             "log": "log(max(x, float32 eps))",
         }
 
@@ -222,21 +227,10 @@ class MfccUpstream(_KaldiFrames):
     def describe(self) -> dict:
         return {
             "feature": "mfcc",
-            "sample_rate": SAMPLE_RATE,
             "num_ceps": self.num_ceps,
             "num_mel_bins": self.num_mel_bins,
             "deltas": "delta, delta-delta (+-2 frame regression, edge replication)",
-            "win_length": WIN,
-            "hop_length": HOP,
-            "n_fft": N_FFT,
-            "window": self.window_type,
-            "preemphasis": self.preemphasis,
-            "remove_dc_offset": True,
-            "dither": 0.0,
-            "snip_edges": True,
-            "low_freq": 20.0,
-            "high_freq": SAMPLE_RATE / 2,
-            "mel_scale": "kaldi",
+            **self._framing(),
             "dct": "type-II, ortho",
             "lifter": 0,
         }
