@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,17 @@ def _parse_shard(ctx, param, value):
     if count < 1 or not 0 <= index < count:
         raise click.BadParameter(f"need 0 <= K < N, got {value}")
     return index, count
+
+
+def _silence_library_progress_bars() -> None:
+    """-q also hides the weight-loading bars of transformers / huggingface_hub."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +74,8 @@ def extract(upstream, model, ckpt, inputs, output, layers, pooling, dtype, devic
 
     if model and ckpt:
         raise click.UsageError("give either --model or --ckpt, not both")
+    if quiet:
+        _silence_library_progress_bars()
     try:
         summary = run_extract(
             list(inputs),

@@ -265,7 +265,6 @@ def extract(
     Finished utterances already in ``output`` are skipped, so rerunning resumes;
     ``checkpoint_seconds`` bounds the finished work a hard kill can lose.
     """
-    started = time.monotonic()
     if pooling not in POOLINGS:
         raise ExtractionError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
     if dtype not in DTYPES:
@@ -295,6 +294,7 @@ def extract(
 
     summary = ExtractSummary(output=str(output))
     attrs = store_attrs(upstream, layer_ids, pooling, dtype, windowing)
+    started = time.monotonic()  # speed is reported for the extraction itself, not model loading
     if shard is not None:
         attrs["shard_index"], attrs["shard_count"] = shard
     writer = FeatureWriter(output, attrs, seal_seconds=checkpoint_seconds)
@@ -367,9 +367,13 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
                     _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
                     continue
                 else:
+                    # close the batch first if this window would take its padded size past the budget
+                    longest = max(len(entry.samples), *(len(p.samples) for p in pending)) if pending else 0
+                    if pending and longest * (len(pending) + 1) > batch_samples:
+                        _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                        pending = []
                     pending.append(entry)
-            # a batch closes when its padded size would exceed the budget, or nothing else is coming
-            if pending and (finished or max(len(s.samples) for s in pending) * len(pending) >= batch_samples):
+            if pending and finished:
                 _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
                 pending = []
     finally:
@@ -391,7 +395,7 @@ def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary
     for row, seg in enumerate(batch):
         wavs[row, : len(seg.samples)] = torch.from_numpy(seg.samples)
     out = upstream(wavs.to(dev), lengths.to(dev))
-    states = {layer: out.hidden_states[layer].float().cpu().numpy() for layer in layer_ids}
+    pooling = writer.attrs["pooling"]
     out_lengths = out.lengths.cpu().tolist()
     for row, seg in enumerate(batch):
         if seg.keep_end > out_lengths[row]:
@@ -402,7 +406,15 @@ def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary
         item = todo[seg.item_index]
         if seg.item_index not in open_items:
             open_items[seg.item_index] = writer.begin(item.id, layer_ids, upstream.hidden_size)
-        open_items[seg.item_index].append({layer: states[layer][row, seg.keep_start : seg.keep_end] for layer in layer_ids})
+        kept = {layer: out.hidden_states[layer][row, seg.keep_start : seg.keep_end] for layer in layer_ids}
+        if pooling == "none":
+            open_items[seg.item_index].append({layer: h.float().cpu().numpy() for layer, h in kept.items()})
+        else:  # reduce on the device, move only vectors
+            sums = {layer: h.double().sum(0).cpu().numpy() for layer, h in kept.items()}
+            sq_sums = None
+            if pooling == "mean+std":
+                sq_sums = {layer: h.double().square().sum(0).cpu().numpy() for layer, h in kept.items()}
+            open_items[seg.item_index].add_sums(sums, sq_sums, seg.keep_end - seg.keep_start)
         if seg.is_last:
             total = totals[seg.item_index]
             written = open_items.pop(seg.item_index).num_frames

@@ -194,20 +194,30 @@ class UtteranceWriter:
 
     def append(self, frames: dict[int, np.ndarray]) -> None:
         """``frames[layer]`` is ``(T, D)``; consecutive calls continue in time."""
+        if self.pooling != "none":
+            sums = {layer: block.astype(np.float64).sum(axis=0) for layer, block in frames.items()}
+            sq_sums = {layer: np.square(block.astype(np.float64)).sum(axis=0) for layer, block in frames.items()}
+            self.add_sums(sums, sq_sums, next(iter(frames.values())).shape[0])
+            return
         count = None
         for layer in self.layers:
             block = frames[layer]
             count = block.shape[0] if count is None else count
-            if self.pooling == "none":
-                ds = self.datasets[layer]
-                ds.resize(self.num_frames + block.shape[0], axis=0)
-                ds[self.num_frames :] = block.astype(self.dtype, copy=False)
-            else:
-                block64 = block.astype(np.float64, copy=False)
-                self.sums[layer] += block64.sum(axis=0)
-                if self.pooling == "mean+std":
-                    self.sq_sums[layer] += np.square(block64).sum(axis=0)
+            ds = self.datasets[layer]
+            ds.resize(self.num_frames + block.shape[0], axis=0)
+            ds[self.num_frames :] = block.astype(self.dtype, copy=False)
         self.num_frames += count or 0
+
+    def add_sums(self, sums: dict[int, np.ndarray], sq_sums: dict[int, np.ndarray] | None, count: int) -> None:
+        """Pooled files: add per-layer sums (and sums of squares) over ``count`` more frames.
+
+        Lets the caller reduce frames where they are (e.g. on the GPU) and move only vectors.
+        """
+        for layer in self.layers:
+            self.sums[layer] += sums[layer]
+            if self.pooling == "mean+std":
+                self.sq_sums[layer] += sq_sums[layer]
+        self.num_frames += count
 
     def finish(self, attrs: dict) -> None:
         if self.pooling != "none":

@@ -141,7 +141,7 @@ def build_model(folder: Path) -> int:
     import torch
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-    if (folder / "config.json").exists() and (folder / "preprocessor_config.json").exists():
+    if all((folder / f).exists() for f in ("config.json", "preprocessor_config.json", "params.json")):
         return json.loads((folder / "params.json").read_text())["params"]
     torch.manual_seed(SEED)
     model = HubertModel(HubertConfig())
@@ -163,8 +163,8 @@ def build_model(folder: Path) -> int:
 def child_main(args) -> None:
     """Body of a measurement subprocess: times only the work loop, prints one JSON line.
 
-    CPU time (all threads) is reported next to wall time: on a shared machine it is far less
-    disturbed by other people's jobs than wall time is.
+    CPU time (all threads) is reported next to wall time as a second opinion: on a shared
+    machine wall time also counts the time other people's jobs held the cores.
     """
     import torch
 
@@ -258,23 +258,33 @@ def child_env(threads: int) -> dict:
     return env
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (or stolen by the hypervisor) since boot."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(cmd: list[str], threads: int) -> dict:
     """Run ``cmd`` in a fresh process: wall and CPU time (whole process) and its own peak RSS.
 
     ``os.wait4`` returns the rusage of exactly this child, so peak RSS is per measurement.
+    ``other_load`` is the average number of cores that *other* processes kept busy meanwhile:
+    timings taken with other_load well above 0 are disturbed and should be rerun.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), busy_cpu_seconds()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=child_env(threads))
         _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
+        wall, busy = time.perf_counter() - started, busy_cpu_seconds() - busy
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n{stderr[-3000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "stdout": stdout.strip()}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "other_load": max(0.0, busy - cpu) / wall, "stdout": stdout.strip()}
 
 
 def cli_cmd(inputs: list[Path], model: Path, output: Path, device: str, extra: list[str]) -> list[str]:
@@ -340,7 +350,8 @@ def benchmark(args) -> dict:
         startup = [run_cli([startup_file], model, tmp, args.device, MEMORY_CONFIGS["all/mean"], threads) for _ in range(2)]
         res["startup"] = min(startup, key=lambda r: r["wall_s"])
         log(f"(a) CLI over the corpus ({total:.0f} s of audio)")
-        res["a"] = run_cli([files[0].parent], model, tmp, args.device, MEMORY_CONFIGS["all/mean"], threads, keep=tmp / "a.h5")
+        res["a"] = run_cli([files[0].parent], model, tmp, args.device, MEMORY_CONFIGS["all/mean"], threads,
+                           keep=tmp / "a.h5")
         res["a"]["corrected_s"] = res["a"]["wall_s"] - res["startup"]["wall_s"]
         res["a"]["corrected_cpu_s"] = res["a"]["cpu_s"] - res["startup"]["cpu_s"]
         log("(b) naive loop")
@@ -354,7 +365,8 @@ def benchmark(args) -> dict:
         for name, extra in MEMORY_CONFIGS.items():
             for seconds, path in long_files.items():
                 log(f"memory: {name} on a {seconds:.0f} s file")
-                res["memory"][f"{name}@{int(seconds)}"] = {"seconds": seconds, **run_cli([path], model, tmp, args.device, extra, threads)}
+                run = run_cli([path], model, tmp, args.device, extra, threads)
+                res["memory"][f"{name}@{int(seconds)}"] = {"seconds": seconds, **run}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for key in ("a", "b", "c1", "c2"):
@@ -367,8 +379,8 @@ def benchmark(args) -> dict:
                      "a_raw/b": res["a"]["xrt_raw"] / res["b"]["xrt"], "a_raw/c": res["a"]["xrt_raw"] / c,
                      "a/b_cpu": res["b"]["work_cpu_s"] / res["a"]["corrected_cpu_s"],
                      "a/c_cpu": c_cpu / res["a"]["corrected_cpu_s"]}
-    res["rss_ratio"] = {name: res["memory"][f"{name}@{int(long_s)}"]["peak_rss_mb"] / res["memory"][f"{name}@{int(short_s)}"]["peak_rss_mb"]
-                        for name in MEMORY_CONFIGS}
+    rss = {key: m["peak_rss_mb"] for key, m in res["memory"].items()}
+    res["rss_ratio"] = {name: rss[f"{name}@{int(long_s)}"] / rss[f"{name}@{int(short_s)}"] for name in MEMORY_CONFIGS}
     res["targets_met"] = {
         "a/c": res["ratios"]["a/c"] >= TARGETS["a/c"],
         "a/b": res["ratios"]["a/b"] >= TARGETS["a/b"],
@@ -385,11 +397,12 @@ def machine(device: str) -> dict:
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    with open("/proc/meminfo") as f:
+        mem_kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal"))
     info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "ram_gb": mem_kb / 2**20, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "device": device,
-            "loadavg_1min_at_start": os.getloadavg()[0]}
+            "torch": torch.__version__, "transformers": transformers.__version__, "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -398,27 +411,30 @@ def machine(device: str) -> dict:
 def tables(res: dict) -> str:
     a, b, c1, c2, st = res["a"], res["b"], res["c1"], res["c2"], res["startup"]
     rows = [
-        ("(a) `audioembed extract` CLI, raw (whole process)", a["wall_s"], a["cpu_s"], a["xrt_raw"], a["peak_rss_mb"]),
+        ("(a) `audioembed extract` CLI, raw (whole process)", a["wall_s"], a["cpu_s"], a["xrt_raw"], a),
         (f"(a) CLI, startup-corrected (minus {st['wall_s']:.1f} s for a 1 s file)", a["corrected_s"], a["corrected_cpu_s"],
-         a["xrt"], a["peak_rss_mb"]),
-        ("(b) naive per-file loop (soundfile+soxr+HF, np.save)", b["work_s"], b["work_cpu_s"], b["xrt"], b["peak_rss_mb"]),
-        ("(c1) model only, one file per forward", c1["work_s"], c1["work_cpu_s"], c1["xrt"], c1["peak_rss_mb"]),
-        (f"(c2) model only, padded batches of <= {BATCH_SECONDS_C2:.0f} s", c2["work_s"], c2["work_cpu_s"], c2["xrt"],
-         c2["peak_rss_mb"]),
+         a["xrt"], a),
+        ("(b) naive per-file loop (soundfile+soxr+HF, np.save)", b["work_s"], b["work_cpu_s"], b["xrt"], b),
+        ("(c1) model only, one file per forward", c1["work_s"], c1["work_cpu_s"], c1["xrt"], c1),
+        (f"(c2) model only, padded batches of <= {BATCH_SECONDS_C2:.0f} s", c2["work_s"], c2["work_cpu_s"], c2["xrt"], c2),
     ]
     r, t = res["ratios"], res["targets_met"]
     yes = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
-    lines = ["| run | wall s | CPU s | x real time (wall) | peak RSS MB |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {name} | {wall:.1f} | {cpu:.1f} | {xrt:.2f} | {rss:.0f} |" for name, wall, cpu, xrt, rss in rows]
+    lines = ["| run | wall s | CPU s | x real time (wall) | peak RSS MB | other load (cores) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {wall:.1f} | {cpu:.1f} | {xrt:.2f} | {m['peak_rss_mb']:.0f} | {m['other_load']:.2f} |"
+              for name, wall, cpu, xrt, m in rows]
     lines += ["", "| ratio | wall, startup-corrected (a) | wall, raw (a) | CPU time, corrected (a) | target (first column) |",
-              "|---|---:|---:|---:|---|",
-              f"| a/b | {r['a/b']:.2f} | {r['a_raw/b']:.2f} | {r['a/b_cpu']:.2f} | >= {TARGETS['a/b']}: {yes(t['a/b'])} |",
-              f"| a/c (c = max(c1, c2)) | {r['a/c']:.2f} | {r['a_raw/c']:.2f} | {r['a/c_cpu']:.2f} | >= {TARGETS['a/c']}: {yes(t['a/c'])} |",
-              "", f"Max abs difference between the pooled features of (a) and (b): {res['max_abs_diff_a_b']:.2e}",
-              "", "| file | --layers/--pool | wall s (whole process) | x real time | peak RSS MB |", "|---|---|---:|---:|---:|"]
+              "|---|---:|---:|---:|---|"]
+    lines += [f"| {label} | {r[k]:.2f} | {r[k.replace('a/', 'a_raw/')]:.2f} | {r[k + '_cpu']:.2f} | "
+              f">= {TARGETS[k]}: {yes(t[k])} |" for k, label in (("a/b", "a/b"), ("a/c", "a/c (c = max(c1, c2))"))]
+    lines += ["", f"Max abs difference between the pooled features of (a) and (b): {res['max_abs_diff_a_b']:.2e}",
+              "", "| file | --layers/--pool | wall s (whole process) | x real time | peak RSS MB | other load (cores) |",
+              "|---|---|---:|---:|---:|---:|"]
     for key, m in res["memory"].items():
         name = key.split("@")[0]
-        lines.append(f"| {m['seconds'] / 60:g} min | {name} | {m['wall_s']:.1f} | {speed(m['seconds'], m['wall_s']):.1f} | {m['peak_rss_mb']:.0f} |")
+        lines.append(f"| {m['seconds'] / 60:g} min | {name} | {m['wall_s']:.1f} | {speed(m['seconds'], m['wall_s']):.1f} | "
+                     f"{m['peak_rss_mb']:.0f} | {m['other_load']:.2f} |")
     long_min, short_min = res["long_seconds"] / 60, res["short_seconds"] / 60
     lines += ["", f"| --layers/--pool | peak RSS {long_min:g} min / {short_min:g} min | target |", "|---|---:|---|"]
     lines += [f"| {name} | {ratio:.2f} | <= {TARGETS['rss_ratio']}: {yes(ratio <= TARGETS['rss_ratio'])} |"
@@ -431,27 +447,33 @@ def interpretation(res: dict) -> str:
     met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     faster = "per-file forwards (c1)" if c1 >= c2 else "padded batches (c2)"
     worst = max(res["rss_ratio"], key=res["rss_ratio"].get)
+    runs = [res[k] for k in ("startup", "a", "b", "c1", "c2")] + list(res["memory"].values())
+    noise = max(m["other_load"] for m in runs)
     return "\n".join([
         f"- Throughput: the CLI reaches {r['a/c']:.0%} of the model-only bound (target >= {TARGETS['a/c']:.0%}: "
         f"{met(t['a/c'])}) and {r['a/b']:.2f}x the naive loop (target >= {TARGETS['a/b']}: {met(t['a/b'])}), "
         "in wall time, startup-corrected. The raw figures include interpreter start and model load, which the "
         "naive and model-only timings exclude; they matter for small jobs only.",
-        f"- In CPU time (less disturbed by other load on the machine) the same ratios are a/c = {r['a/c_cpu']:.2f} and "
-        f"a/b = {r['a/b_cpu']:.2f}; where they disagree much with the wall-time ratios, the machine was busy.",
+        f"- In CPU time the same ratios are a/c = {r['a/c_cpu']:.2f} and a/b = {r['a/b_cpu']:.2f}. CPU time is not "
+        "immune to a busy machine either (threads spin while a sibling is descheduled).",
         f"- On this device {faster} were faster ({c1:.1f} vs {c2:.1f} x real time for c1 vs c2).",
         f"- Memory: peak RSS on the {res['long_seconds'] / 60:g}-minute file is at most {res['rss_ratio'][worst]:.2f}x "
         f"that on the {res['short_seconds'] / 60:g}-minute file ({worst}; target <= {TARGETS['rss_ratio']}: "
         f"{met(t['rss_ratio'])}). Peak RSS includes the ~{res['params'] * 4 / 2**20:.0f} MB of float32 weights and "
         "the torch runtime, so compare absolute growth too.",
-        "- Every figure is one run; on a shared machine expect a few percent of noise (1-minute load average "
-        f"at the start: {res['machine']['loadavg_1min_at_start']:.2f} on {res['machine']['cores']} cores).",
-    ])
+        f"- Every figure is one run. Other processes kept on average up to {noise:.2f} of the "
+        f"{res['machine']['cores']} cores busy during a measurement (column 'other load'); "
+        + ("the machine was quiet." if noise < 0.1 else
+           "timings taken under such load are disturbed: rerun on a quiet machine before drawing conclusions."),
+    ] + (["- `--quick` smoke test: the corpus is so short that an error of a second in the startup correction moves "
+          "the ratios by tens of percent, and the short file is not cut into windows while the long one is. "
+          "Do not draw conclusions from these numbers."] if res["quick"] else []))
 
 
 def markdown_document(res: dict, command: str) -> str:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
-    n, min_s, max_s, long_s, short_s = SIZES["quick" if res["quick"] else "full"]
+    _, min_s, max_s, long_s, short_s = SIZES["quick" if res["quick"] else "full"]
     return f"""# Extraction benchmarks
 
 Generated by `bench/extract_bench.py` (see `bench/README.md`) on {res['date']}.
