@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -143,6 +142,72 @@ def gather(inputs, output):
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{output}: {count} utterances")
+
+
+@main.command()
+@click.argument("task")
+@click.option("--upstream", "-u", required=True, help="Registered upstream name.")
+@click.option("--model", "-m", default=None, help="Hub id or local folder of the weights.")
+@click.option("--ckpt", default=None, type=click.Path(), help="Checkpoint folder (students); same as --model PATH.")
+@click.option("--data", "-d", required=True, type=click.Path(exists=True), help="Dataset folder or manifest.")
+@click.option("--shots", default="all", show_default=True,
+              help="Labelled examples per class for training, e.g. 8 or 1,2,4,8,16,all.")
+@click.option("--seeds", default=5, show_default=True, help="Seeds (few-shot subsets and probe inits) per shot setting.")
+@click.option("--probe", type=click.Choice(["linear", "mlp", "centroid"]), default="linear", show_default=True)
+@click.option("--layers", default="all", show_default=True, help="Layers the featurizer weights: all, last or indices.")
+@click.option("--layer-norm", is_flag=True, help="Normalise each layer before weighting (pre-LN upstreams).")
+@click.option("--folds", default=5, show_default=True, help="k for k-fold when the dataset defines no test split.")
+@click.option("--max-epochs", default=200, show_default=True)
+@click.option("--label-column", default=None, help="Shortcut for --task-option label_column=NAME.")
+@click.option("--task-option", "-O", "task_options", multiple=True, metavar="NAME=VALUE", help="Task-specific setting.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Feature cache folder [default: $AUDIOEMBED_CACHE or ~/.cache/audioembed/features].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, layers, layer_norm, folds, max_epochs,
+               label_column, task_options, cache_dir, device, output, quiet):
+    """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
+    from .downstream import DownstreamError, RunConfig, markdown_table, parse_shots, run_downstream
+    from .extraction import ExtractionError
+    from .store import StoreError
+    from .tasks import TaskDataError
+    from .upstream import UpstreamError
+
+    if model and ckpt:
+        raise click.UsageError("give either --model or --ckpt, not both")
+    if quiet:
+        _silence_library_progress_bars()
+    options = {}
+    for item in task_options:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint="--task-option")
+        options[name.strip()] = value.strip()
+    if label_column:
+        options["label_column"] = label_column
+    try:
+        config = RunConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
+                           seeds=seeds, probe=probe, layers=layers, folds=folds, layer_norm=layer_norm,
+                           max_epochs=max_epochs, task_options=options, cache_dir=cache_dir, device=device)
+        result = run_downstream(config, output, progress=not quiet)
+    except (DownstreamError, ExtractionError, StoreError, TaskDataError, UpstreamError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(markdown_table(result))
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", default="report.md", show_default=True, type=click.Path(dir_okay=False))
+def report(results_dir, output):
+    """Gather result files into one tasks x upstreams table with PNG plots."""
+    from .report import write_report
+
+    try:
+        path = write_report(results_dir, output)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}")
 
 
 @main.command()

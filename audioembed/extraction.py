@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -243,7 +242,7 @@ def store_attrs(upstream: Upstream, layers: list[int], pooling: str, dtype: str,
 
 
 def extract(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    inputs: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[InputItem],
     upstream: str | Upstream,
     output: str | os.PathLike,
     *,
@@ -259,7 +258,7 @@ def extract(
     progress: bool = True,
     checkpoint_seconds: float = 10.0,
 ) -> ExtractSummary:
-    """Extract features of ``inputs`` (files, folders, manifests) into the HDF5 file ``output``.
+    """Extract features of ``inputs`` (files, folders, manifests, or InputItems) into ``output`` (HDF5).
 
     Mirrors ``audioembed extract``; see ``audioembed extract --help`` for each option.
     Finished utterances already in ``output`` are skipped, so rerunning resumes;
@@ -273,7 +272,10 @@ def extract(
         check_upstream(upstream, model)  # fail fast, before scanning inputs or loading weights
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    items = collect_inputs(inputs)
+    if inputs and all(isinstance(x, InputItem) for x in inputs):
+        items = list(inputs)  # an explicit item list (e.g. from a downstream task's loader)
+    else:
+        items = collect_inputs(inputs)
     shard = shard or _torchrun_shard()
     if shard is not None:
         index, count = shard

@@ -1,0 +1,258 @@
+"""Light heads trained on frozen, layer-weighted features.
+
+Utterance tasks train on pooled per-layer features ``(N, L, D)`` (a weighted sum of layer
+means equals the mean of the weighted sum, so pooling before weighting is exact); CTC trains
+on frame features. Each probe standardises its inputs with statistics of its own training
+subset, trains with Adam and keeps the epoch that was best on the dev set.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .featurizer import Featurizer
+from .tasks import TaskKind
+
+PROBES = ("linear", "mlp", "centroid")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    probe: str = "linear"
+    learning_rate: float = 1e-3
+    max_epochs: int = 200
+    patience: int = 20
+    batch_size: int = 64
+    hidden_size: int = 512  # MARBLE's MLP probe
+    dropout: float = 0.2
+    layer_norm: bool = False
+
+
+class UtteranceProbe(nn.Module):
+    def __init__(self, layers: Sequence[int], dim: int, outputs: int, config: ProbeConfig, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.featurizer = Featurizer(layers, layer_norm=config.layer_norm)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        if config.probe == "mlp":
+            self.head = nn.Sequential(nn.Linear(dim, config.hidden_size), nn.ReLU(), nn.Dropout(config.dropout),
+                                      nn.Linear(config.hidden_size, outputs))
+        else:
+            self.head = nn.Linear(dim, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, D)
+        x = (x - self.mean) / self.std
+        return self.head(self.featurizer(x.transpose(0, 1)))
+
+
+def standardizer(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer, per-dimension mean and std of the training features (std floored)."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    floor = max(float(np.median(std)) * 1e-2, 1e-5)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.maximum(std, floor)).float()
+
+
+def as_targets(kind: TaskKind, y) -> torch.Tensor:
+    if kind is TaskKind.CLASSIFICATION:
+        return torch.as_tensor(np.asarray(y), dtype=torch.long)
+    return torch.as_tensor(np.asarray(y), dtype=torch.float32)
+
+
+def probe_loss(kind: TaskKind, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if kind is TaskKind.CLASSIFICATION:
+        return F.cross_entropy(out, y)
+    if kind is TaskKind.MULTILABEL:
+        return F.binary_cross_entropy_with_logits(out, y)
+    return F.mse_loss(out.squeeze(-1), y)
+
+
+MIN_STEPS_PER_EPOCH = 10
+
+
+def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled mini-batches; tiny (few-shot) training sets are cycled so that an epoch has at
+    least MIN_STEPS_PER_EPOCH optimiser steps, otherwise a probe on 8 examples barely moves."""
+    batches: list[torch.Tensor] = []
+    while len(batches) < MIN_STEPS_PER_EPOCH:
+        batches += list(torch.randperm(n, generator=generator).split(batch_size))
+    return batches
+
+
+def train_utterance_probe(
+    kind: TaskKind,
+    layers: Sequence[int],
+    x_train: np.ndarray,
+    y_train,
+    x_dev: np.ndarray,
+    dev_score: Callable[[np.ndarray], float],
+    outputs: int,
+    config: ProbeConfig,
+    seed: int,
+) -> tuple[UtteranceProbe, int]:
+    """Train on ``(N, L, D)`` features; ``dev_score(outputs_on_dev)`` is higher-is-better.
+
+    Returns the dev-best probe and its epoch.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = standardizer(x_train)
+    model = UtteranceProbe(layers, x_train.shape[-1], outputs, config, mean, std)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    xt = torch.from_numpy(x_train).float()
+    yt = as_targets(kind, y_train)
+    xd = torch.from_numpy(x_dev).float()
+    best_score, best_state, best_epoch, waited = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        for batch in _epoch_batches(len(xt), config.batch_size, generator):
+            optimizer.zero_grad()
+            probe_loss(kind, model(xt[batch]), yt[batch]).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            score = dev_score(model(xd).numpy())
+        if score > best_score + 1e-9:
+            best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, best_epoch
+
+
+def centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, num_classes: int) -> np.ndarray:
+    """Nearest-class-centroid probe: uniform layer average, standardised, cosine to class means.
+
+    No training, so it is the fairest probe with one or two shots per class.
+    """
+    mean, std = (t.numpy() for t in standardizer(x_train))
+
+    def embed(x):
+        z = ((x - mean) / std).mean(axis=1)
+        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
+
+    train, ev = embed(x_train), embed(x_eval)
+    centroids = np.zeros((num_classes, train.shape[1]))
+    for c in range(num_classes):
+        if np.any(y_train == c):
+            centroids[c] = train[y_train == c].mean(axis=0)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-8)
+    sims = ev @ centroids.T
+    sims[:, ~np.isin(np.arange(num_classes), y_train)] = -np.inf
+    return sims
+
+
+# ----------------------------------------------------------------------------- CTC
+
+
+class CTCHead(nn.Module):
+    """Featurizer -> Linear -> BiLSTM -> Linear to characters (blank = 0)."""
+
+    def __init__(self, layers: Sequence[int], dim: int, vocab_size: int, hidden: int = 128, layer_norm: bool = False):
+        super().__init__()
+        self.featurizer = Featurizer(layers, layer_norm=layer_norm)
+        self.proj = nn.Linear(dim, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, vocab_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # x: (L, B, T, D)
+        h = F.relu(self.proj(self.featurizer(x)))
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        h, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[2])
+        return self.out(h).log_softmax(-1)
+
+
+class CharVocab:
+    """Characters of the training transcripts (lowercased); index 0 is the CTC blank."""
+
+    def __init__(self, transcripts: Sequence[str]):
+        chars = sorted({c for t in transcripts for c in t.lower()})
+        self.chars = chars
+        self.index = {c: i + 1 for i, c in enumerate(chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars) + 1
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index[c] for c in text.lower() if c in self.index]
+
+    def greedy_decode(self, log_probs: torch.Tensor, length: int) -> str:
+        ids = log_probs[:length].argmax(-1).tolist()
+        out, prev = [], 0
+        for i in ids:
+            if i != prev and i != 0:
+                out.append(self.chars[i - 1])
+            prev = i
+        return " ".join("".join(out).split())
+
+
+def _pad_frames(feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of ``(L, T_i, D)`` -> ``(L, B, T, D)`` zero-padded, plus lengths."""
+    lengths = torch.tensor([f.shape[1] for f in feats])
+    L, D = feats[0].shape[0], feats[0].shape[2]
+    out = torch.zeros(L, len(feats), int(lengths.max()), D)
+    for b, f in enumerate(feats):
+        out[:, b, : f.shape[1]] = torch.from_numpy(f.astype(np.float32))
+    return out, lengths
+
+
+def train_ctc_probe(
+    layers: Sequence[int],
+    train_feats: Sequence[np.ndarray],
+    train_texts: Sequence[str],
+    dev_feats: Sequence[np.ndarray],
+    dev_score: Callable[[list[str]], float],
+    config: ProbeConfig,
+    seed: int,
+) -> tuple[CTCHead, CharVocab, int]:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    vocab = CharVocab(train_texts)
+    model = CTCHead(layers, train_feats[0].shape[-1], len(vocab), layer_norm=config.layer_norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    targets = [torch.tensor(vocab.encode(t), dtype=torch.long) for t in train_texts]
+    best_score, best_state, best_epoch, waited = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        for batch in torch.randperm(len(train_feats), generator=generator).split(max(1, config.batch_size // 8)):
+            x, lengths = _pad_frames([train_feats[i] for i in batch])
+            ys = [targets[i] for i in batch]
+            log_probs = model(x, lengths)
+            loss = F.ctc_loss(log_probs.transpose(0, 1), torch.cat(ys), lengths, torch.tensor([len(y) for y in ys]),
+                              blank=0, zero_infinity=True)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+        score = dev_score(decode_ctc(model, vocab, dev_feats))
+        if score > best_score + 1e-9:
+            best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, vocab, best_epoch
+
+
+@torch.no_grad()
+def decode_ctc(model: CTCHead, vocab: CharVocab, feats: Sequence[np.ndarray], batch_size: int = 16) -> list[str]:
+    model.eval()
+    texts = []
+    for start in range(0, len(feats), batch_size):
+        x, lengths = _pad_frames(feats[start : start + batch_size])
+        log_probs = model(x, lengths)
+        texts += [vocab.greedy_decode(log_probs[b], int(lengths[b])) for b in range(len(lengths))]
+    return texts
