@@ -208,7 +208,7 @@ def _check_item(item: InputItem, upstream: Upstream) -> int:
 
 
 def default_batch_seconds(device: torch.device) -> float:
-    # Measured on 2 CPU cores: padded batches ran slower than one file at a time, so on CPU a
+    # On CPU padded batches bring no measurable speed (docs/benchmarks.md) and cost memory, so a
     # batch is one window; GPUs need batches to be fed efficiently.
     return 0.0 if device.type == "cpu" else 160.0
 
