@@ -46,8 +46,8 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="HDF5 feature file to write.")
 @click.option("--layers", default="all", show_default=True, help="'all', 'last' or comma-separated indices (negative from the end).")
-@click.option("--pool", "pooling", type=click.Choice(["none", "mean", "mean+std"]), default="mean", show_default=True,
-              help="'none' stores every frame.")
+@click.option("--pool", "pooling", type=click.Choice(["none", "mean", "mean+std", "chunks"]), default="mean",
+              show_default=True, help="'none' stores every frame; 'chunks' one mean per --window-seconds window.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float32", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-seconds", type=float, default=None,
@@ -158,6 +158,8 @@ def gather(inputs, output):
 @click.option("--layer-norm", is_flag=True, help="Normalise each layer before weighting (pre-LN upstreams).")
 @click.option("--folds", default=5, show_default=True, help="k for k-fold when the dataset defines no test split.")
 @click.option("--max-epochs", default=200, show_default=True)
+@click.option("--chunk-seconds", type=float, default=None,
+              help="Chunk-level training on long clips [default: the task's, e.g. 10 for genre; 0 = whole clips].")
 @click.option("--label-column", default=None, help="Shortcut for --task-option label_column=NAME.")
 @click.option("--task-option", "-O", "task_options", multiple=True, metavar="NAME=VALUE", help="Task-specific setting.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -166,7 +168,7 @@ def gather(inputs, output):
 @click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, layers, layer_norm, folds, max_epochs,
-               label_column, task_options, cache_dir, device, output, quiet):
+               label_column, task_options, cache_dir, device, output, quiet, chunk_seconds):
     """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
     from .downstream import DownstreamError, RunConfig, markdown_table, parse_shots, run_downstream
     from .extraction import ExtractionError
@@ -189,7 +191,7 @@ def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, layers, l
     try:
         config = RunConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
                            seeds=seeds, probe=probe, layers=layers, folds=folds, layer_norm=layer_norm,
-                           max_epochs=max_epochs, task_options=options, cache_dir=cache_dir, device=device)
+                           max_epochs=max_epochs, chunk_seconds=chunk_seconds, task_options=options, cache_dir=cache_dir, device=device)
         result = run_downstream(config, output, progress=not quiet)
     except (DownstreamError, ExtractionError, StoreError, TaskDataError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -45,6 +45,8 @@ class RunConfig:
     folds: int = 5
     layer_norm: bool = False
     max_epochs: int = 200
+    #: chunk length for chunk-level training; None = the task's default, 0 = whole clips
+    chunk_seconds: float | None = None
     task_options: dict = field(default_factory=dict)
     cache_dir: str | None = None
     device: str = "auto"
@@ -135,13 +137,20 @@ def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = T
     t0 = time.monotonic()
     upstream = load_upstream(config.upstream, model=config.model, device=config.device)
     layers = resolve_layers(config.layers, upstream.num_layers)
-    pooling = "none" if task.kind is TaskKind.CTC else "mean"
+    chunk = task.chunk_seconds if config.chunk_seconds is None else (config.chunk_seconds or None)
+    if task.kind is TaskKind.CTC:
+        pooling, window = "none", 30.0
+    elif chunk:
+        pooling, window = "chunks", float(chunk)
+    else:
+        pooling, window = "mean", 30.0
     reader, keys, extraction = cached_features(
         upstream,
         [e.path for e in data.examples],
         pooling=pooling,
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
         dtype="float16" if pooling == "none" else "float32",
+        window_seconds=window,
         device=config.device,
         progress=progress,
     )
@@ -149,7 +158,8 @@ def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = T
     problems = list(data.problems) + list(extraction.failed.values())
     with reader:
         examples = [e for e in data.examples if keys[e.path] in reader]
-        feats = [np.stack([reader.get(keys[e.path], layer) for layer in layers]) for e in examples]
+        # (L, T, D) frames for CTC; (L, rows, D) otherwise, one row per chunk (1 when pooled)
+        feats = [np.stack([np.atleast_2d(reader.get(keys[e.path], layer)) for layer in layers]) for e in examples]
     if not examples:
         raise DownstreamError(f"no example of {config.data} could be used (see the messages above)")
     labels = data.labels
@@ -236,27 +246,43 @@ def _fit_and_score(task, encoded: _Encoded, feats, layers, train, dev, test, con
         texts = decode_ctc(model, vocab, [feats[i] for i in test])
         return task.metrics(test_targets, texts, None, None), model.featurizer.layer_weights(), epoch
 
-    x = np.stack(feats).astype(np.float32)  # (N, L, D)
+    x_train, owner_train = _rows(feats, train)
+    x_dev, owner_dev = _rows(feats, dev)
+    x_test, owner_test = _rows(feats, test)
     if config.probe == "centroid":
-        sims = centroid_scores(x[train], encoded.y[train], x[test], encoded.outputs)
-        preds, scores = encoded.decode(np.where(np.isfinite(sims), sims * 10.0, -1e9))
+        sims = centroid_scores(x_train, encoded.y[train][owner_train], x_test, encoded.outputs)
+        clip = _per_clip(np.where(np.isfinite(sims), sims * 10.0, -1e9), owner_test, len(test))
+        preds, scores = encoded.decode(clip)
         return task.metrics(test_targets, preds, scores, encoded.labels), None, 0
 
     def dev_score(outputs):
-        preds, scores = encoded.decode(outputs)
+        clip = _per_clip(outputs, owner_dev, len(dev))
+        preds, scores = encoded.decode(clip)
         try:
             return _score(task, task.metrics(dev_targets, preds, scores, encoded.labels))
         except ValueError:  # a metric undefined on a tiny dev set: fall back to the dev loss
             y_dev = as_targets(task.kind, encoded.y[dev])
-            return -float(probe_loss(task.kind, torch.from_numpy(outputs), y_dev))
+            return -float(probe_loss(task.kind, torch.from_numpy(clip), y_dev))
 
     model, epoch = train_utterance_probe(
-        task.kind, layers, x[train], encoded.y[train], x[dev], dev_score, encoded.outputs, config, seed
+        task.kind, layers, x_train, encoded.y[train][owner_train], x_dev, dev_score, encoded.outputs, config, seed
     )
     with torch.no_grad():
-        outputs = model(torch.from_numpy(x[test])).numpy()
-    preds, scores = encoded.decode(outputs)
+        outputs = model(torch.from_numpy(x_test)).numpy()
+    preds, scores = encoded.decode(_per_clip(outputs, owner_test, len(test)))
     return task.metrics(test_targets, preds, scores, encoded.labels), model.featurizer.layer_weights(), epoch
+
+
+def _rows(feats: Sequence[np.ndarray], index: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows ``(R, L, D)`` of the examples in ``index`` (one per chunk) and each row's example."""
+    x = np.concatenate([feats[i].transpose(1, 0, 2) for i in index]).astype(np.float32)
+    owner = np.concatenate([np.full(feats[i].shape[1], j) for j, i in enumerate(index)])
+    return x, owner
+
+
+def _per_clip(outputs: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """Clip-level outputs: the mean of its chunks' outputs (logits)."""
+    return np.stack([outputs[owner == j].mean(axis=0) for j in range(count)])
 
 
 def result_stem(result: dict) -> str:

@@ -34,7 +34,7 @@ from .registry import check_upstream, load_upstream, resolve_device
 from .store import FeatureWriter, shard_path
 from .upstream import Upstream
 
-POOLINGS = ("none", "mean", "mean+std")
+POOLINGS = ("none", "mean", "mean+std", "chunks")
 DTYPES = ("float16", "float32")
 
 
@@ -411,6 +411,9 @@ def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary
         kept = {layer: out.hidden_states[layer][row, seg.keep_start : seg.keep_end] for layer in layer_ids}
         if pooling == "none":
             open_items[seg.item_index].append({layer: h.float().cpu().numpy() for layer, h in kept.items()})
+        elif pooling == "chunks":  # one mean vector per window
+            means = {layer: h.double().mean(0, keepdim=True).cpu().numpy() for layer, h in kept.items()}
+            open_items[seg.item_index].append(means, num_frames=seg.keep_end - seg.keep_start)
         else:  # reduce on the device, move only vectors
             sums = {layer: h.double().sum(0).cpu().numpy() for layer, h in kept.items()}
             sq_sums = None

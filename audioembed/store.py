@@ -15,7 +15,8 @@ Layout (``format_version`` 1), documented in docs/feature_store.md::
                                    frame_rate, layers, pooling, dtype, ... (see IDENTITY_KEYS)
     /utterances/<key>       one group per utterance; <key> = percent-encoded utterance id
         attrs: id, path, num_samples, duration, num_frames, metadata (JSON)
-        layer_<l>           (num_frames, D) for pooling "none", (D,) for "mean",
+        layer_<l>           (num_frames, D) for pooling "none", (num_windows, D) for
+                            "chunks" (the mean of each --window-seconds window), (D,) for "mean",
                             (2D,) for "mean+std" (mean then std)
 """
 
@@ -176,7 +177,8 @@ class UtteranceWriter:
         self.pooling = pooling
         self.dtype = np.dtype(dtype)
         self.num_frames = 0
-        if pooling == "none":
+        self.num_rows = 0
+        if pooling in ("none", "chunks"):
             chunk_rows = max(1, min(1024, (1 << 20) // max(1, hidden_size * self.dtype.itemsize)))
             self.datasets = {
                 layer: group.create_dataset(
@@ -192,21 +194,24 @@ class UtteranceWriter:
             self.sums = {layer: np.zeros(hidden_size, np.float64) for layer in self.layers}
             self.sq_sums = {layer: np.zeros(hidden_size, np.float64) for layer in self.layers}
 
-    def append(self, frames: dict[int, np.ndarray]) -> None:
-        """``frames[layer]`` is ``(T, D)``; consecutive calls continue in time."""
-        if self.pooling != "none":
+    def append(self, frames: dict[int, np.ndarray], num_frames: int | None = None) -> None:
+        """``frames[layer]`` is ``(T, D)``; consecutive calls continue in time.
+
+        For pooling "chunks" the rows are window means and ``num_frames`` says how many frames
+        they cover.
+        """
+        if self.pooling in ("mean", "mean+std"):
             sums = {layer: block.astype(np.float64).sum(axis=0) for layer, block in frames.items()}
             sq_sums = {layer: np.square(block.astype(np.float64)).sum(axis=0) for layer, block in frames.items()}
             self.add_sums(sums, sq_sums, next(iter(frames.values())).shape[0])
             return
-        count = None
+        rows = next(iter(frames.values())).shape[0]
         for layer in self.layers:
-            block = frames[layer]
-            count = block.shape[0] if count is None else count
             ds = self.datasets[layer]
-            ds.resize(self.num_frames + block.shape[0], axis=0)
-            ds[self.num_frames :] = block.astype(self.dtype, copy=False)
-        self.num_frames += count or 0
+            ds.resize(self.num_rows + rows, axis=0)
+            ds[self.num_rows :] = frames[layer].astype(self.dtype, copy=False)
+        self.num_rows += rows
+        self.num_frames += rows if num_frames is None else num_frames
 
     def add_sums(self, sums: dict[int, np.ndarray], sq_sums: dict[int, np.ndarray] | None, count: int) -> None:
         """Pooled files: add per-layer sums (and sums of squares) over ``count`` more frames.
@@ -220,7 +225,7 @@ class UtteranceWriter:
         self.num_frames += count
 
     def finish(self, attrs: dict) -> None:
-        if self.pooling != "none":
+        if self.pooling in ("mean", "mean+std"):
             n = max(self.num_frames, 1)
             for layer in self.layers:
                 mean = self.sums[layer] / n
@@ -485,8 +490,8 @@ class FeatureReader:
         )
 
     def stack(self, layer: int = -1, ids: Sequence[str] | None = None) -> np.ndarray:
-        """``(N, D)`` matrix of pooled features (pooling must not be "none")."""
-        if self.pooling == "none":
+        """``(N, D)`` matrix of pooled features (pooling "mean" or "mean+std")."""
+        if self.pooling in ("none", "chunks"):
             raise StoreError(f"{self.files[0]}: frame-level features cannot be stacked; extract with --pool mean")
         ids = self.ids if ids is None else ids
         return np.stack([self.get(i, layer) for i in ids]) if ids else np.zeros((0, 0))

@@ -76,6 +76,9 @@ class Task:
     primary_metric: str = "accuracy"
     lower_is_better: tuple[str, ...] = ()
     options: tuple[TaskOption, ...] = ()
+    #: long clips (music) are cut into chunks of this length for training, and chunk outputs
+    #: are averaged per clip at evaluation (MARBLE's protocol); None = whole utterances.
+    chunk_seconds: float | None = None
 
     def load(self, data: Path, options: dict) -> TaskData:
         raise NotImplementedError

@@ -71,6 +71,7 @@ class GenreTask(LoaderTask):
     kind = TaskKind.CLASSIFICATION
     summary = "music genre classification: GTZAN folders (<genre>/<file>) or a manifest; accuracy/macro F1"
     primary_metric = "accuracy"
+    chunk_seconds = 10.0
     options = manifest_options("label_column", "label", "artist", "genre")
 
     def load(self, data: Path, options: dict) -> TaskData:
@@ -326,6 +327,7 @@ class TaggingTask(LoaderTask):
     kind = TaskKind.MULTILABEL
     summary = "music auto-tagging (multi-label): MagnaTagATune annotations_final.csv or a manifest; ROC-AUC/PR-AUC"
     primary_metric = "roc_auc"
+    chunk_seconds = 10.0
     options = (
         TaskOption("top_n", "keep the N most frequent tags (ties by name); 0 = all", 50, int),
         TaskOption(

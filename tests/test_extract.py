@@ -172,3 +172,17 @@ def test_layers_and_dtype(small_corpus, tmp_path):
         assert feats.get(feats.ids[0], 0).dtype == np.float16
     with pytest.raises(ExtractionError, match="out of range"):
         extract(small_corpus, "wav2vec2", tmp_path / "g.h5", model=str(model_dir), layers="7", progress=False)
+
+
+def test_chunk_pooling_is_the_mean_of_each_window(tmp_path):
+    path = tmp_path / "clip.wav"
+    audio_gen.write_audio(path, audio_gen.chirp(200.0, 2000.0, 3.55, 16000), 16000)
+    frames, chunks = tmp_path / "frames.h5", tmp_path / "chunks.h5"
+    extract([path], "fbank", frames, pooling="none", window_seconds=1.0, progress=False)
+    extract([path], "fbank", chunks, pooling="chunks", window_seconds=1.0, progress=False)
+    with FeatureReader(frames) as f, FeatureReader(chunks) as c:
+        x, rows = f.get("clip.wav"), c.get("clip.wav")
+        assert c.info("clip.wav").num_frames == x.shape[0]
+        assert rows.shape == (4, x.shape[1])  # windows of 100 frames: 100, 100, 100, rest
+        for i in range(4):
+            np.testing.assert_allclose(rows[i], x[100 * i : 100 * (i + 1)].mean(0), rtol=1e-5, atol=1e-5)
