@@ -77,6 +77,29 @@ def probe_loss(kind: TaskKind, out: torch.Tensor, y: torch.Tensor) -> torch.Tens
 MIN_STEPS_PER_EPOCH = 10
 
 
+class EarlyStopping:
+    """Keeps the dev-best weights; says stop after ``patience`` epochs without improvement."""
+
+    def __init__(self, model: nn.Module, patience: int):
+        self.model, self.patience = model, patience
+        self.best_score, self.best_epoch, self.waited = -np.inf, 0, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+
+    def update(self, score: float, epoch: int) -> bool:
+        if score > self.best_score + 1e-9:
+            self.best_score, self.best_epoch, self.waited = score, epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self) -> int:
+        """Load the dev-best weights (eval mode); returns their epoch."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return self.best_epoch
+
+
 def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled mini-batches; tiny (few-shot) training sets are cycled so that an epoch has at
     least MIN_STEPS_PER_EPOCH optimiser steps, otherwise a probe on 8 examples barely moves."""
@@ -109,7 +132,7 @@ def train_utterance_probe(
     xt = torch.from_numpy(x_train).float()
     yt = as_targets(kind, y_train)
     xd = torch.from_numpy(x_dev).float()
-    best_score, best_state, best_epoch, waited = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
+    stopper = EarlyStopping(model, config.patience)
     for epoch in range(1, config.max_epochs + 1):
         model.train()
         for batch in _epoch_batches(len(xt), config.batch_size, generator):
@@ -119,15 +142,9 @@ def train_utterance_probe(
         model.eval()
         with torch.no_grad():
             score = dev_score(model(xd).numpy())
-        if score > best_score + 1e-9:
-            best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, best_epoch
+        if stopper.update(score, epoch):
+            break
+    return model, stopper.restore()
 
 
 def centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, num_classes: int) -> np.ndarray:
@@ -222,7 +239,7 @@ def train_ctc_probe(
     model = CTCHead(layers, train_feats[0].shape[-1], len(vocab), layer_norm=config.layer_norm)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     targets = [torch.tensor(vocab.encode(t), dtype=torch.long) for t in train_texts]
-    best_score, best_state, best_epoch, waited = -np.inf, copy.deepcopy(model.state_dict()), 0, 0
+    stopper = EarlyStopping(model, config.patience)
     for epoch in range(1, config.max_epochs + 1):
         model.train()
         for batch in torch.randperm(len(train_feats), generator=generator).split(max(1, config.batch_size // 8)):
@@ -235,16 +252,9 @@ def train_ctc_probe(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
-        score = dev_score(decode_ctc(model, vocab, dev_feats))
-        if score > best_score + 1e-9:
-            best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, vocab, best_epoch
+        if stopper.update(dev_score(decode_ctc(model, vocab, dev_feats)), epoch):
+            break
+    return model, vocab, stopper.restore()
 
 
 @torch.no_grad()
