@@ -232,5 +232,22 @@ def plugins():
             click.echo(f"  {key}: {why}")
 
 
+def _register_distillation() -> None:
+    from .distill.commands import distill_cache_command, distill_command
+    from .distill.merge import merge_command
+
+    for command in (distill_command, distill_cache_command, merge_command):
+        main.add_command(command)
+
+
+def _register_dynamic_superb() -> None:
+    from .dsuperb.commands import dsuperb_group
+
+    main.add_command(dsuperb_group)
+
+
+_register_distillation()
+_register_dynamic_superb()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -33,3 +33,14 @@ def audioembed_upstreams():
 @hookspec
 def audioembed_tasks():
     """Return a list of :class:`audioembed.upstream.TaskSpec` this plugin provides."""
+
+
+@hookspec
+def audioembed_dsuperb_judges():
+    """Return a list of :class:`audioembed.dsuperb.judges.JudgeSpec` for ``dsuperb score --judge NAME``.
+
+    A judge grades one free-text answer of a spoken language model, e.g. with an LLM as the
+    Dynamic-SUPERB paper does: ``judge(instruction, label, response)`` returns a score in
+    [0, 1] (1.0 correct) or None when the answer cannot be judged (counted as N/A). Keep this
+    cheap: create API clients or load models inside the callable, on first use.
+    """
