@@ -22,6 +22,14 @@ def _load(config_path, overrides):
         raise click.ClickException(str(exc)) from None
 
 
+def _leave_process_group() -> None:
+    """Under torchrun: leave the process group cleanly (torch warns about a leak otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
@@ -50,6 +58,8 @@ def distill_command(config_path, overrides, until_step, init_only, quiet):
         folder = trainer.run(until_step=until_step, init_only=init_only)
     except (ConfigError, DataError, DistillError, StudentError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        _leave_process_group()
     if trainer.world.is_main:
         if init_only:
             click.echo(f"initial student written to {folder}")

@@ -660,8 +660,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         if self.step >= cfg.optim.max_steps:
+            self._checkpoint()  # every rank: it ends in a barrier
             if self.world.is_main:
-                self._checkpoint()
                 self.save_student(self.output_dir / "student")
             self._barrier()
             return self.output_dir / "student"
