@@ -35,7 +35,7 @@ AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 HF_FEATURES = {"info": {"features": {
     "file": {"dtype": "string", "_type": "Value"}, "audio": {"sampling_rate": SR, "_type": "Audio"},
     "instruction": {"dtype": "string", "_type": "Value"}, "label": {"dtype": "string", "_type": "Value"}}}}
-CSV = "/work/shared/data/dynamic_superb/instances.csv"  # the organisers' list the registry is built from
+CSV = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dynamic_superb" / "instances.csv")  # the organisers' list the registry is built from
 needs_csv = pytest.mark.skipif(not Path(CSV).exists(), reason=f"{CSV} is not on this machine")
 
 

@@ -478,7 +478,8 @@ def eval_report_markdown(summary: EvalSummary, config: EvalConfig) -> str:
         lines += [f"- failed: {o.task}: {o.reason}" for o in failed]
         if missing:
             lines.append(f"- missing (no local copy under {config.data_root or '(no --data-root)'}): "
-                         f"{len(missing)} task(s): {', '.join(missing)}")
+                         f"{len(missing)} task(s): {', '.join(missing[:12])}"
+                         + (f", ... (+{len(missing) - 12} more, listed in summary.json)" if len(missing) > 12 else ""))
         if skipped:
             lines.append(f"- skipped: {len(skipped)} generation or text-only task(s) (nothing to probe)")
         lines.append("")
