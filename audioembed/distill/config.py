@@ -281,35 +281,42 @@ def config_from_dict(raw: Mapping, base_dir: str | os.PathLike | None = None, so
     return DistillConfig(teachers=teachers, source=source, **sections)
 
 
+def read_raw(path: str | os.PathLike | None) -> tuple[dict, Path, str]:
+    """``(raw mapping, base folder for relative paths, source name)`` of a config file (or none).
+
+    Without a file, paths typed on the command line mean what the shell means: the base is
+    the current folder.
+    """
+    if path is None:
+        return {}, Path.cwd(), "<command line>"
+    path = Path(path).expanduser().absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
+    else:
+        raise ConfigError(f"{path}: config must be .toml, .yaml or .yml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a table")
+    return raw, path.parent, str(path)
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> DistillConfig:
     """Read a ``.toml`` / ``.yaml`` config (or none: overrides only) and apply ``--set`` overrides."""
-    raw: dict = {}
-    base_dir = Path.cwd()  # paths typed on the command line mean what the shell means
-    source = "<command line>"
-    if path is not None:
-        path = Path(path).expanduser().absolute()
-        source = str(path)
-        base_dir = path.parent
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        if path.suffix.lower() == ".toml":
-            try:
-                raw = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                raw = yaml.safe_load(text) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-        else:
-            raise ConfigError(f"{path}: config must be .toml, .yaml or .yml")
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a table")
+    raw, base_dir, source = read_raw(path)
     raw = apply_overrides(raw, list(overrides))
     return config_from_dict(raw, base_dir, source)
 

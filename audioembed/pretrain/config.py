@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..distill.config import ConfigError, _build, apply_overrides
+from ..distill.config import ConfigError, _build, apply_overrides, read_raw
 
 KINDS = ("hubert", "mert")
 
@@ -280,35 +279,6 @@ def config_from_dict(raw: Mapping, base_dir: str | os.PathLike | None = None, so
     if cfg.targets.win < 16:
         raise ConfigError(f"{source}: [targets] win must be at least 16 samples")
     return cfg
-
-
-def read_raw(path: str | os.PathLike | None) -> tuple[dict, Path, str]:
-    """``(raw mapping, base folder for relative paths, source name)`` of a config file (or none)."""
-    if path is None:
-        return {}, Path.cwd(), "<command line>"
-    path = Path(path).expanduser().absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    else:
-        raise ConfigError(f"{path}: config must be .toml, .yaml or .yml")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a table")
-    return raw, path.parent, str(path)
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = (), preset: Mapping | None = None) -> PretrainConfig:
