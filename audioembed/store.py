@@ -179,7 +179,9 @@ class UtteranceWriter:
         self.num_frames = 0
         self.num_rows = 0
         if pooling in ("none", "chunks"):
-            chunk_rows = max(1, min(1024, (1 << 20) // max(1, hidden_size * self.dtype.itemsize)))
+            # ~128 KiB chunks: HDF5 allocates whole chunks, so short utterances waste less disk than
+            # with 1 MiB chunks, and whole-utterance reads stay a handful of chunk reads.
+            chunk_rows = max(1, min(1024, (1 << 17) // max(1, hidden_size * self.dtype.itemsize)))
             self.datasets = {
                 layer: group.create_dataset(
                     layer_name(layer),

@@ -157,6 +157,15 @@ def test_cached_targets_give_the_online_loss(world, tmp_path):
         cached.run(until_step=2)
     assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2]
 
+    # a student initialised from a teacher still gets the teacher's weights with cached targets
+    raw["student"] = {"init": "teacher:speech", "arch": {"num_hidden_layers": 1}}
+    online = Trainer(config_from_dict(raw), progress=False, warn=lambda m: None)
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    cached = Trainer(config_from_dict(raw), progress=False, warn=lambda m: None)
+    assert cached.teachers[0].upstream is None  # the teacher's weights were dropped after init
+    assert cached.init_fingerprint == online.init_fingerprint
+    assert cached.init_report == online.init_report
+
 
 def test_resume_is_exact(world, tmp_path):
     with single_thread():

@@ -335,6 +335,9 @@ class Trainer:
 
         self.cache = None
         teachers = load_teachers(config, self.device)
+        # The student may be initialised from a teacher's weights, so build it before the
+        # teachers are dropped for cached targets.
+        self.distiller, self.init_report, self.init_fingerprint = build_distiller(config, teachers)
         if config.data.cache_dir:
             from .cache import TeacherCache
 
@@ -345,7 +348,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-        self.distiller, self.init_report, self.init_fingerprint = build_distiller(config, teachers)
         self.distiller.to(self.device)
         self.optimizer, self.scheduler = make_optimizer(config, self.distiller)
         precision = config.optim.precision if self.device.type == "cuda" else "fp32"
