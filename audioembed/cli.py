@@ -240,6 +240,15 @@ def _register_distillation() -> None:
         main.add_command(command)
 
 
+def _register_reproduction() -> None:
+    from .corpus.commands import corpus_group
+    from .offline.commands import reproduce_command
+    from .pretrain.commands import pretrain_command
+
+    for command in (corpus_group, pretrain_command, reproduce_command):
+        main.add_command(command)
+
+
 def _register_dynamic_superb() -> None:
     from .dsuperb.commands import dsuperb_group
 
@@ -248,6 +257,7 @@ def _register_dynamic_superb() -> None:
 
 _register_distillation()
 _register_dynamic_superb()
+_register_reproduction()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,17 @@
+"""``audioembed corpus speech|music``: build the offline training and evaluation corpora."""
+
+from __future__ import annotations
+
+import click
+
+from .music import music_command
+from .speech import speech_command
+
+
+@click.group("corpus")
+def corpus_group():
+    """Build deterministic, labelled speech (TTS) and music (rendered MIDI) corpora."""
+
+
+corpus_group.add_command(speech_command)
+corpus_group.add_command(music_command)

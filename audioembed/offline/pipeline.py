@@ -1,0 +1,419 @@
+"""Stages of the offline reproduction and the runner that resumes them.
+
+A stage is a function of the :class:`Context`; it writes under the run folder and returns a
+small summary, stored in ``OUT/stages/<stage>.json`` as the done-marker. Stages that train
+(teachers, students) are resumable themselves through their own checkpoints, so a run that
+is killed mid-stage loses at most one checkpoint interval. The config (TOML or YAML) is
+described in ``docs/reproduction.md``; relative paths in it are relative to the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..distill.config import ConfigError, apply_overrides, read_raw
+
+STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
+
+#: the evaluation tasks and the domain each one speaks for (for the speech/music averages)
+TASK_DOMAINS = {"asr": "speech", "speaker_id": "speech", "fsdd": "speech",
+                "key": "music", "style": "music", "tagging": "music", "sonic_pi": "music"}
+
+
+class ReproduceError(RuntimeError):
+    """A stage cannot run; the message names the stage and the cause."""
+
+
+def deep_merge(base: Mapping, extra: Mapping) -> dict:
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class Context:
+    """The parsed recipe config and the run folder."""
+
+    raw: dict
+    base_dir: Path
+    output_dir: Path
+    source: str
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    @property
+    def seed(self) -> int:
+        return int(self.raw.get("run", {}).get("seed", 0))
+
+    @property
+    def device(self) -> str:
+        return str(self.raw.get("run", {}).get("device", "auto"))
+
+    def section(self, name: str) -> dict:
+        value = self.raw.get(name) or {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self.source}: [{name}] must be a table")
+        return dict(value)
+
+    def path(self, value: str | None) -> Path | None:
+        """A path from the config, relative to the config file's folder."""
+        if not value:
+            return None
+        p = Path(os.path.expanduser(str(value)))
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    # folders of the run
+    def dir(self, *parts: str) -> Path:
+        return self.output_dir.joinpath(*parts)
+
+    def marker(self, stage: str) -> Path:
+        return self.dir("stages", f"{stage}.json")
+
+    def done(self, stage: str) -> dict | None:
+        path = self.marker(stage)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Context:
+    raw, base, source = read_raw(path)
+    raw = apply_overrides(raw, list(overrides))
+    unknown = sorted(set(raw) - {"run", "corpus", "teachers", "students", "merge", "evaluation"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
+    out = Path(os.path.expanduser(str(raw.get("run", {}).get("output_dir", "runs/offline"))))
+    if not out.is_absolute():
+        out = (base / out).resolve()
+    return Context(raw=raw, base_dir=base, output_dir=out, source=source)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _options(ctx: Context, cls, values: dict, section: str):
+    """A corpus options dataclass from a config table (lists become tuples); unknown keys are
+    a config error naming the section, not a TypeError."""
+    known = {f.name for f in dataclasses.fields(cls)} - {"seed", "progress"} | {"progress"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{ctx.source}: [{section}] unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known - {'progress', 'real_dir'}))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def stage_corpora(ctx: Context) -> dict:
+    """Speech (TTS of the ARCTIC prompts) and music (rendered MIDI) corpora."""
+    from ..corpus.music import MusicCorpusOptions, build_music_corpus
+    from ..corpus.speech import SpeechCorpusOptions, build_speech_corpus
+
+    cfg = ctx.section("corpus")
+    speech = dict(cfg.get("speech") or {})
+    prompts = ctx.path(speech.pop("prompts", None))
+    if prompts is None:
+        raise ConfigError(f"{ctx.source}: [corpus.speech] prompts = the CMU ARCTIC prompt file is required")
+    real = ctx.path(speech.pop("real", None))
+    speech.update(real_dir=str(real) if real else None, progress=ctx.progress)
+    options = _options(ctx, SpeechCorpusOptions, speech, "corpus.speech")
+    speech_manifest = build_speech_corpus(ctx.dir("corpora", "speech"), prompts_path=prompts, seed=ctx.seed,
+                                          options=options, warn=ctx.log)
+    music = dict(cfg.get("music") or {})
+    fonts = []
+    for font in music.pop("soundfonts", None) or ["default"]:
+        path = font if font == "default" else ctx.path(font)
+        if path != "default" and not path.is_file():
+            ctx.log(f"warning: soundfont {path} not found, left out (Debian: apt-get install -y fluidr3mono-gm-soundfont)")
+            continue
+        fonts.append(str(path))
+    music.update(soundfonts=fonts or ["default"], progress=ctx.progress)
+    music_manifest = build_music_corpus(ctx.dir("corpora", "music"), seed=ctx.seed,
+                                        options=_options(ctx, MusicCorpusOptions, music, "corpus.music"), warn=ctx.log)
+    return {"speech": str(speech_manifest), "music": str(music_manifest)}
+
+
+def stage_evalsets(ctx: Context) -> dict:
+    """Task manifests: ASR and speaker ID, FSDD, key, style, tagging, Sonic Pi families."""
+    from . import evalsets
+
+    corpora = ctx.done("corpora")
+    out_dir = ctx.dir("eval")
+    sets: dict[str, Path] = {}
+    sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed))
+    sets.update(evalsets.music_sets(Path(corpora["music"]), out_dir))
+    cfg = ctx.section("evaluation")
+    fsdd, sonic = ctx.path(cfg.get("fsdd")), ctx.path(cfg.get("sonic_pi"))
+    if fsdd is not None:
+        if (fsdd / "labels.csv").is_file():
+            sets["fsdd"] = evalsets.fsdd_set(fsdd, out_dir)
+        else:
+            ctx.log(f"warning: {fsdd}/labels.csv not found: the FSDD digit task is left out")
+    if sonic is not None:
+        if sonic.is_dir():
+            sets["sonic_pi"] = evalsets.sonic_pi_set(sonic, out_dir)
+        else:
+            ctx.log(f"warning: {sonic} not found: the Sonic Pi family task is left out")
+    wanted = cfg.get("tasks") or list(TASK_DOMAINS)
+    table = {k: v for k, v in evalsets.task_table(sets).items() if k in wanted}
+    return {"tasks": table}
+
+
+def training_manifest(ctx: Context, name: str) -> Path:
+    """What teachers and students may learn from: the corpus' ``pretrain.csv`` when it has one
+    (the speech corpus: its train split plus real recordings that are no test data), else the
+    train split of its manifest. Dev and test audio never is."""
+    from .evalsets import read_rows, write_rows
+
+    corpus = Path(ctx.done("corpora")[name])
+    pool = corpus.parent / "pretrain.csv"
+    if pool.is_file():
+        rows = read_rows(pool)
+    else:
+        rows = [r for r in read_rows(corpus) if r.get("split") == "train"]
+    rows = [{"path": r["path"], "id": f"{name}/{r.get('id') or r['path']}", "domain": name} for r in rows]
+    return write_rows(ctx.dir("train", f"{name}.csv"), rows, ("path", "id", "domain"))
+
+
+def _pretrain_config(ctx: Context, name: str, manifests: list[str]):
+    from ..pretrain.config import config_from_dict
+
+    spec = dict((ctx.section("teachers").get(name)) or {})
+    kind = spec.pop("kind", "hubert" if name == "speech" else "mert")
+    raw = deep_merge({"kind": kind, "data": {"manifests": manifests},
+                      "run": {"output_dir": str(ctx.dir("teachers", name)), "seed": ctx.seed, "device": ctx.device}},
+                     spec)
+    return config_from_dict(raw, ctx.base_dir, f"{ctx.source} [teachers.{name}]")
+
+
+def stage_teachers(ctx: Context) -> dict:
+    """The speech teacher (HuBERT-style, 16 kHz) and the music teacher (MERT-style, 24 kHz)."""
+    from ..pretrain.trainer import pretrain
+
+    out = {}
+    for name in ("speech", "music"):
+        config = _pretrain_config(ctx, name, [str(training_manifest(ctx, name))])
+        ctx.log(f"[teachers] pretraining the {name} teacher ({config.kind}, {config.optim.max_steps} steps)")
+        folder = pretrain(config, progress=ctx.progress)
+        if folder.name != "model":
+            raise ReproduceError(f"[teachers] the {name} teacher stopped at {folder}; rerun to continue")
+        out[name] = {"folder": str(folder), "upstream": "hubert" if config.kind == "hubert" else "mert"}
+    return {"teachers": out}
+
+
+def _distill_corpus(ctx: Context) -> Path:
+    """One manifest of both training sets, each row with its domain."""
+    from .evalsets import read_rows, write_rows
+
+    rows = [row for name in ("speech", "music") for row in read_rows(training_manifest(ctx, name))]
+    return write_rows(ctx.dir("train", "both.csv"), rows, ("path", "id", "domain"))
+
+
+def _teacher_specs(ctx: Context, names) -> list[dict]:
+    teachers = ctx.done("teachers")["teachers"]
+    domain = {"speech": ["speech"], "music": ["music"]}
+    return [{"name": n, "upstream": teachers[n]["upstream"], "model": teachers[n]["folder"], "domains": domain[n]}
+            for n in names]
+
+
+def _student_raw(ctx: Context, run: Mapping, corpus: Path, *, cache: bool = True) -> dict:
+    cfg = ctx.section("students")
+    names = list(run.get("teachers") or ["speech", "music"])
+    raw = deep_merge(cfg.get("config") or {}, {
+        "teachers": _teacher_specs(ctx, names),
+        "data": {"manifests": [str(corpus)]},
+        "run": {"output_dir": str(ctx.dir("students", run["name"])), "seed": ctx.seed, "device": ctx.device},
+    })
+    if cache and cfg.get("cache", True):
+        raw["data"]["cache_dir"] = str(ctx.dir("students", "cache"))
+    raw = deep_merge(raw, run.get("config") or {})
+    for teacher in raw["teachers"]:
+        weight = (run.get("weights") or {}).get(teacher["name"])
+        if weight is not None:
+            teacher["weight"] = float(weight)
+    return raw
+
+
+def stage_caches(ctx: Context) -> dict:
+    """Run each teacher once over the training crops (float16 targets in HDF5)."""
+    from ..distill.cache import build_teacher_cache
+    from ..distill.config import config_from_dict
+    from ..distill.data import plan_crops, read_corpus
+    from ..distill.trainer import load_teachers
+    from ..registry import resolve_device
+
+    if not ctx.section("students").get("cache", True):
+        return {"cache": None}
+    corpus = _distill_corpus(ctx)
+    config = config_from_dict(_student_raw(ctx, {"name": "cache", "teachers": ["speech", "music"]}, corpus),
+                              ctx.base_dir, ctx.source)
+    items = read_corpus(config.data.manifests, config.data.default_domain, config.data.min_seconds, warn=ctx.log)
+    crops = plan_crops(items, config.data.crop_seconds, config.data.min_seconds, config.data.cache_crops, seed=ctx.seed)
+    teachers = load_teachers(config, resolve_device(ctx.device))
+    written = build_teacher_cache(items, crops, [(t.spec, t.upstream) for t in teachers], config.data.cache_dir,
+                                  progress=ctx.progress, warn=ctx.log)
+    return {"cache": config.data.cache_dir, "crops": len(crops), "written": written}
+
+
+def _train_student(ctx: Context, raw: dict, init_only: bool = False) -> Path:
+    from ..distill.config import config_from_dict
+    from ..distill.trainer import Trainer
+
+    config = config_from_dict(raw, ctx.base_dir, ctx.source)
+    trainer = Trainer(config, progress=ctx.progress, warn=ctx.log)
+    folder = trainer.run(init_only=init_only)
+    if not init_only and folder.name != "student":
+        raise ReproduceError(f"[students] {config.run.output_dir} stopped at {folder}; rerun to continue")
+    return folder
+
+
+def stage_students(ctx: Context) -> dict:
+    """theta_0, then every student run of ``[[students.runs]]`` from it."""
+    cfg = ctx.section("students")
+    corpus = _distill_corpus(ctx)
+    runs = cfg.get("runs") or []
+    if not runs:
+        raise ConfigError(f"{ctx.source}: [students] runs is empty")
+    init_run = {"name": "init", "teachers": ["speech"],
+                "config": {"student": {"init": cfg.get("init", "teacher:speech"), "arch": cfg.get("arch") or {}}}}
+    init = _train_student(ctx, _student_raw(ctx, init_run, corpus, cache=False), init_only=True)
+    out = {"init": str(init), "runs": {}}
+    for run in runs:
+        if "name" not in run:
+            raise ConfigError(f"{ctx.source}: every [[students.runs]] needs a name")
+        raw = _student_raw(ctx, run, corpus)
+        raw.setdefault("student", {})
+        raw["student"]["init"] = str(init)
+        raw["student"]["arch"] = {}
+        ctx.log(f"[students] {run['name']}: teachers {', '.join(t['name'] for t in raw['teachers'])}")
+        out["runs"][run["name"]] = {"folder": str(_train_student(ctx, raw)), "kind": run.get("kind", "")}
+    return out
+
+
+def stage_merges(ctx: Context) -> dict:
+    """Task arithmetic of the speech-only and music-only students over the lambda grid."""
+    from ..distill.merge import merge_students, sweep
+
+    cfg = ctx.section("merge")
+    students = ctx.done("students")
+    pair = cfg.get("pair") or ["speech_only", "music_only"]
+    missing = [p for p in pair if p not in students["runs"]]
+    if missing:
+        raise ConfigError(f"{ctx.source}: [merge] pair names student run(s) {missing} that [[students.runs]] lacks")
+    folders = [students["runs"][p]["folder"] for p in pair]
+    out = {}
+    grid = sweep(students["init"], folders, ctx.dir("merges", "linear"), method="linear")
+    out.update({f"merge_{p.name}": str(p) for p in grid})
+    if cfg.get("ties", True):
+        path = merge_students(students["init"], [(f, 0.5) for f in folders], ctx.dir("merges", "ties", "l0.5-0.5"),
+                              method="ties", ties_k=float(cfg.get("ties_k", 0.3)))
+        out["merge_ties_l0.5-0.5"] = str(path)
+    return {"merges": out}
+
+
+def models(ctx: Context) -> dict[str, dict]:
+    """Every model to evaluate: name -> {upstream, model, kind}."""
+    table: dict[str, dict] = {"mfcc": {"upstream": "mfcc", "model": None, "kind": "baseline"}}
+    teachers = (ctx.done("teachers") or {}).get("teachers") or {}
+    for name, t in teachers.items():
+        table[f"teacher_{name}"] = {"upstream": t["upstream"], "model": t["folder"], "kind": "teacher"}
+    students = ctx.done("students") or {}
+    for name, s in (students.get("runs") or {}).items():
+        table[name] = {"upstream": "student", "model": s["folder"], "kind": s.get("kind") or "student"}
+    for name, folder in ((ctx.done("merges") or {}).get("merges") or {}).items():
+        table[name] = {"upstream": "student", "model": folder, "kind": "merge"}
+    return table
+
+
+def stage_evaluate(ctx: Context) -> dict:
+    """Every model on every task, full and few-shot; one result file per (model, task)."""
+    from ..downstream import RunConfig, parse_shots, result_stem, run_downstream
+
+    cfg = ctx.section("evaluation")
+    tasks = ctx.done("evalsets")["tasks"]
+    shots_default = str(cfg.get("shots", "1,2,4,8,16,all"))
+    task_shots = cfg.get("task_shots") or {}
+    cache_dir = str(ctx.dir("features"))
+    done = {}
+    for model_name, m in models(ctx).items():
+        for task_name, t in tasks.items():
+            out_dir = ctx.dir("results", model_name)
+            marker = out_dir / f"{task_name}.json"
+            if marker.is_file():
+                done[f"{model_name}/{task_name}"] = json.loads(marker.read_text())["result"]
+                continue
+            config = RunConfig(
+                task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
+                shots=parse_shots(str(task_shots.get(task_name, shots_default))),
+                seeds=int(cfg.get("seeds", 5)), probe=str(cfg.get("probe", "linear")),
+                max_epochs=int(cfg.get("max_epochs", 200)), task_options=dict(t["options"]),
+                cache_dir=cache_dir, device=ctx.device,
+            )
+            ctx.log(f"[evaluate] {model_name} on {task_name}")
+            started = time.monotonic()
+            # one folder per task: several tasks share the `classify` downstream, and so its file names
+            result = run_downstream(config, out_dir / task_name, progress=ctx.progress)
+            path = out_dir / task_name / f"{result_stem(result)}.json"
+            record = {"model": model_name, "task": task_name, "result": str(path),
+                      "seconds": round(time.monotonic() - started, 1)}
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, marker)
+            done[f"{model_name}/{task_name}"] = str(path)
+    return {"results": done}
+
+
+def stage_report(ctx: Context) -> dict:
+    from .results import write_results
+
+    return write_results(ctx)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Context], dict]] = {
+    "corpora": stage_corpora,
+    "evalsets": stage_evalsets,
+    "teachers": stage_teachers,
+    "caches": stage_caches,
+    "students": stage_students,
+    "merges": stage_merges,
+    "evaluate": stage_evaluate,
+    "report": stage_report,
+}
+
+
+def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Run the stages in order, skipping finished ones (``redo`` forces a stage again)."""
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    saved = ctx.dir("recipe.json")
+    if not saved.is_file():
+        saved.write_text(json.dumps(ctx.raw, indent=1, default=str))
+    summaries = {}
+    for stage in STAGES:
+        previous = ctx.done(stage)
+        if previous is not None and stage not in redo:
+            summaries[stage] = previous
+        else:
+            ctx.log(f"== stage {stage}")
+            started = time.monotonic()
+            summary = STAGE_FUNCTIONS[stage](ctx)
+            summary["seconds"] = round(time.monotonic() - started, 1)
+            marker = ctx.marker(stage)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps(summary, indent=1, default=str))
+            os.replace(tmp, marker)
+            summaries[stage] = summary
+            ctx.log(f"== stage {stage} done in {summary['seconds']} s")
+        if stage == until:
+            break
+    return summaries

@@ -1,0 +1,123 @@
+"""The offline reproduction end to end, in miniature (recipes/offline/mini.toml).
+
+Seconds of espeak-ng speech and rendered MIDI, 2-layer teachers and 1-layer students trained
+for a few steps: the numbers mean nothing, the test proves that every stage hands the next
+one what it needs, that the merged students load as ordinary students, that results.md is
+written from the run's own result files, and that a finished run resumes as a no-op.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tiny_models import single_thread
+
+from audioembed import load_upstream
+from audioembed.cli import main as cli
+from audioembed.distill.config import ConfigError
+from audioembed.offline import evalsets
+from audioembed.offline.pipeline import STAGES, load_recipe, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "recipes" / "offline" / "mini.toml"
+SHARED = ROOT.parent / "shared" / "data"
+
+MISSING = [m for m in ("pretty_midi", "music21", "tinysoundfont") if importlib.util.find_spec(m) is None]
+if shutil.which("espeak-ng") is None:
+    MISSING.append("espeak-ng")
+needs_tools = pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"missing {', '.join(MISSING)}: apt-get install -y espeak-ng; pip install -e '.[corpus]' "
+           "&& pip install --no-deps tinysoundfont",
+)
+
+
+@needs_tools
+def test_mini_recipe_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    args = ["reproduce", "-c", str(MINI), "--set", f'run.output_dir="{out}"', "-q"]
+    runner = CliRunner()
+    with single_thread():
+        result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "selected unified student" in result.output
+    for stage in STAGES:
+        assert (out / "stages" / f"{stage}.json").is_file(), stage
+
+    # every model was evaluated on every task, one result file each
+    models = ["mfcc", "teacher_speech", "teacher_music", "speech_only", "music_only", "multi_every",
+              "merge_l0.9-0.1", "merge_l0.8-0.2", "merge_l0.5-0.5", "merge_l0.2-0.8", "merge_l0.1-0.9",
+              "merge_ties_l0.5-0.5"]
+    tasks = ["asr", "speaker_id", "key", "style", "tagging"]
+    evaluated = json.loads((out / "stages" / "evaluate.json").read_text())["results"]
+    assert set(evaluated) == {f"{m}/{t}" for m in models for t in tasks}
+    first = json.loads(Path(evaluated["mfcc/style"]).read_text())
+    assert first["config"]["shots"] == ["2", "all"] and first["primary_metric"] == "accuracy"
+    assert json.loads(Path(evaluated["mfcc/asr"]).read_text())["primary_metric"] == "wer"
+
+    # results.md: a row per model in both tables, numbers taken from those files
+    text = (out / "results.md").read_text()
+    for model in models:
+        assert sum(line.startswith(f"| {model} |") for line in text.splitlines()) == 3, model  # models table, full table, few-shot table
+    style_all = first["results"]["all"]["summary"]["accuracy"]["mean"]
+    mfcc_row = [line for line in text.splitlines() if line.startswith("| mfcc | ")][1]  # the full-set table
+    assert mfcc_row.split("|")[2 + tasks.index("style")].strip().startswith(f"{style_all:.3f}")
+    assert (out / "report" / "lambda_sweep.png").stat().st_size > 1000
+    scores = json.loads((out / "report" / "scores.json").read_text())
+    assert scores["best"] in models and set(scores["scores"]) == set(models)
+
+    # merges and the selected unified student load as ordinary students
+    merged = json.loads((out / "stages" / "merges.json").read_text())["merges"]["merge_l0.5-0.5"]
+    wav = torch.randn(1, 16000) * 0.1
+    for folder in (merged, out / "unified_student"):
+        student = load_upstream("student", model=str(folder))
+        with torch.no_grad():
+            hs = student(wav, torch.tensor([16000])).hidden_states
+        assert len(hs) == 2 and hs[-1].shape[0] == 1
+
+    # teachers load through the same upstreams as real HuBERT / MERT checkpoints
+    teachers = json.loads((out / "stages" / "teachers.json").read_text())["teachers"]
+    assert load_upstream("mert", model=teachers["music"]["folder"]).sample_rate == 24000
+
+    # a finished run is a no-op; --redo report rewrites the page from the same files
+    before = text
+    with single_thread():
+        again = runner.invoke(cli, args)
+        redo = runner.invoke(cli, [*args, "--redo", "report"])
+    assert again.exit_code == 0 and "== stage" not in again.output, again.output
+    assert redo.exit_code == 0, redo.output
+    strip = lambda t: [line for line in t.splitlines() if "speed" not in line and " M | " not in line]
+    assert strip((out / "results.md").read_text()) == strip(before)
+
+
+def test_recipe_config_errors(tmp_path):
+    ctx = load_recipe(MINI, [f'run.output_dir="{tmp_path}"', "corpus.speech.voices=3"])
+    with pytest.raises(ConfigError, match=r"\[corpus.speech\] unknown key\(s\) voices"):
+        run_recipe(ctx, until="corpora")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_recipe(MINI, ["teacher.speech.kind=\"hubert\""])
+    with pytest.raises(ConfigError, match="unknown stage"):
+        run_recipe(load_recipe(MINI, [f'run.output_dir="{tmp_path}"']), until="nothing")
+
+
+@pytest.mark.skipif(not (SHARED / "fsdd" / "labels.csv").is_file(), reason=f"{SHARED} not beside the clone")
+def test_real_evaluation_sets(tmp_path):
+    fsdd = evalsets.fsdd_set(SHARED / "fsdd", tmp_path)
+    rows = evalsets.read_rows(fsdd)
+    assert len(rows) == 3000 and {r["split"] for r in rows} >= {"train", "test"}
+    assert all(Path(r["path"]).is_file() for r in rows[:20])
+    sonic = evalsets.read_rows(evalsets.sonic_pi_set(SHARED / "sonic_pi", tmp_path))
+    families = {r["family"] for r in sonic}
+    assert families <= set(evalsets.SONIC_PI_FAMILIES) and len(families) >= 5
+    assert all(Path(r["path"]).name.startswith(r["family"] + "_") for r in sonic)
+    table = evalsets.task_table({"fsdd": fsdd, "sonic_pi": tmp_path / "sonic_pi.csv"})
+    assert table["fsdd"]["options"] == {"label_column": "digit", "group_column": "speaker"}
+    with pytest.raises(evalsets.EvalSetError, match="no Sonic Pi samples"):
+        evalsets.sonic_pi_set(tmp_path, tmp_path, families=("nothing",))
