@@ -39,10 +39,35 @@ needs_tools = pytest.mark.skipif(
 )
 
 
+#: prompts in CMU ARCTIC's festival format, so the test does not need ../shared
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog.", "She sells sea shells by the shore.",
+    "A stitch in time saves nine lives.", "The rain in Spain stays mainly in the plain.",
+    "Every good boy deserves fudge and cake.", "Peter picked a peck of pickled peppers.",
+    "How much wood would a woodchuck chuck.", "The early bird catches the worm at dawn.",
+    "All that glitters is not gold, they said.", "The cat sat quietly on the warm mat.",
+    "Bright stars shine over the silent valley.", "He walked slowly along the narrow road.",
+    "The old ship sailed into the harbor at noon.", "Green leaves rustle in the autumn wind.",
+    "We heard music drifting from the open window.", "The children laughed and ran across the field.",
+    "A cold wind blew from the northern hills.", "She opened the letter with trembling hands.",
+    "The river flows gently toward the distant sea.", "They built a small cabin near the lake.",
+    "Thunder rolled across the dark evening sky.", "The baker sold warm bread every morning.",
+    "Nobody knew where the stranger had come from.", "The lamp flickered as the storm grew stronger.",
+]
+
+
+def write_prompts(path: Path) -> Path:
+    lines = [f'( mini_{i:04d} "{text}" )' for i, text in enumerate(PROMPTS, 1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 @needs_tools
 def test_mini_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
-    args = ["reproduce", "-c", str(MINI), "--set", f'run.output_dir="{out}"', "-q"]
+    prompts = write_prompts(tmp_path / "prompts.data")
+    args = ["reproduce", "-c", str(MINI), "--set", f'run.output_dir="{out}"',
+            "--set", f'corpus.speech.prompts="{prompts}"', "-q"]
     runner = CliRunner()
     with single_thread():
         result = runner.invoke(cli, args)

@@ -64,8 +64,11 @@ def _need(rows: list[dict], columns: Iterable[str], where: Path) -> None:
         raise EvalSetError(f"{where}: missing column(s) {', '.join(missing)}")
 
 
-def speech_sets(manifest: Path, out_dir: Path, seed: int = 0) -> dict[str, Path]:
+def speech_sets(manifest: Path, out_dir: Path, seed: int = 0, asr_train: int = 0) -> dict[str, Path]:
     """``asr`` (unseen speakers and sentences, the corpus' own split) and ``speaker_id``.
+
+    ``asr_train`` > 0 keeps a seeded subset of that many ASR training utterances (the CTC
+    probe is a BiLSTM, by far the slowest probe on CPU); dev and test stay whole.
 
     Speaker ID is closed-set: every test speaker was heard in training, saying other
     sentences. The corpus' own ``sid_split`` column is used when it has one; otherwise the
@@ -75,7 +78,12 @@ def speech_sets(manifest: Path, out_dir: Path, seed: int = 0) -> dict[str, Path]
     _need(rows, ("transcript", "speaker", "split"), manifest)
     if not rows:
         raise EvalSetError(f"{manifest}: no rows with split train/dev/test")
-    out = {"asr": write_rows(out_dir / "asr.csv", rows, ("path", "id", "transcript", "speaker", "split"))}
+    asr_rows = rows
+    if asr_train > 0:
+        train = sorted((r for r in rows if r["split"] == "train"), key=lambda r: _fraction(r["path"], seed))
+        keep = {r["path"] for r in train[:asr_train]}
+        asr_rows = [r for r in rows if r["split"] != "train" or r["path"] in keep]
+    out = {"asr": write_rows(out_dir / "asr.csv", asr_rows, ("path", "id", "transcript", "speaker", "split"))}
     closed = []
     if rows and rows[0].get("sid_split"):  # the corpus planned a closed-set split itself
         closed = [{**r, "split": r["sid_split"]} for r in read_rows(manifest) if r.get("sid_split") in SPLITS]

@@ -51,6 +51,7 @@ class Context:
     output_dir: Path
     source: str
     progress: bool = True
+    overrides: tuple[str, ...] = ()
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
     @property
@@ -95,7 +96,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Context:
     out = Path(os.path.expanduser(str(raw.get("run", {}).get("output_dir", "runs/offline"))))
     if not out.is_absolute():
         out = (base / out).resolve()
-    return Context(raw=raw, base_dir=base, output_dir=out, source=source)
+    return Context(raw=raw, base_dir=base, output_dir=out, source=source, overrides=tuple(overrides))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -148,9 +149,10 @@ def stage_evalsets(ctx: Context) -> dict:
     corpora = ctx.done("corpora")
     out_dir = ctx.dir("eval")
     sets: dict[str, Path] = {}
-    sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed))
-    sets.update(evalsets.music_sets(Path(corpora["music"]), out_dir))
     cfg = ctx.section("evaluation")
+    sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed,
+                                     asr_train=int(cfg.get("asr_train", 0))))
+    sets.update(evalsets.music_sets(Path(corpora["music"]), out_dir))
     fsdd, sonic = ctx.path(cfg.get("fsdd")), ctx.path(cfg.get("sonic_pi"))
     if fsdd is not None:
         if (fsdd / "labels.csv").is_file():
@@ -341,6 +343,7 @@ def stage_evaluate(ctx: Context) -> dict:
     tasks = ctx.done("evalsets")["tasks"]
     shots_default = str(cfg.get("shots", "1,2,4,8,16,all"))
     task_shots = cfg.get("task_shots") or {}
+    task_epochs = cfg.get("task_max_epochs") or {}
     cache_dir = str(ctx.dir("features"))
     done = {}
     for model_name, m in models(ctx).items():
@@ -354,7 +357,7 @@ def stage_evaluate(ctx: Context) -> dict:
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(str(task_shots.get(task_name, shots_default))),
                 seeds=int(cfg.get("seeds", 5)), probe=str(cfg.get("probe", "linear")),
-                max_epochs=int(cfg.get("max_epochs", 200)), task_options=dict(t["options"]),
+                max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
             ctx.log(f"[evaluate] {model_name} on {task_name}")
@@ -394,9 +397,11 @@ def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] 
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    saved = ctx.dir("recipe.json")
-    if not saved.is_file():
-        saved.write_text(json.dumps(ctx.raw, indent=1, default=str))
+    # The effective config of every invocation: a resumed run may have changed later stages' settings.
+    with open(ctx.dir("invocations.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "recipe": ctx.source,
+                            "overrides": list(ctx.overrides), "until": until, "redo": list(redo),
+                            "config": ctx.raw}, default=str) + "\n")
     summaries = {}
     for stage in STAGES:
         previous = ctx.done(stage)
