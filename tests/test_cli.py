@@ -47,8 +47,9 @@ def test_clear_errors(tmp_path):
     result = runner.invoke(main, ["extract", "-u", "mfcc", "--shard", "2/2", str(tmp_path), "-o", "x.h5"])
     assert result.exit_code != 0 and "K < N" in result.output
     audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
-    result = runner.invoke(main, ["extract", "-u", "unified_student", str(tmp_path), "-o", str(tmp_path / "x.h5")])
-    assert result.exit_code != 0 and "distill" in result.output
+    result = runner.invoke(main, ["extract", "-u", "unified_student", str(tmp_path), "-o", str(tmp_path / "x.h5")],
+                           env={"AUDIOEMBED_UNIFIED_STUDENT": str(tmp_path / "nowhere")})
+    assert result.exit_code != 0 and "AUDIOEMBED_UNIFIED_STUDENT" in result.output and "not a folder" in result.output
 
 
 def test_bad_file_exit_code_and_summary(tmp_path):

@@ -116,6 +116,10 @@ def test_mini_recipe_end_to_end(tmp_path):
     with single_thread():
         again = runner.invoke(cli, args)
         redo = runner.invoke(cli, [*args, "--redo", "report"])
+        marker = (out / "stages" / "report.json").read_text()
+        only = runner.invoke(cli, [*args, "--only", "report"])
+    assert only.exit_code == 0, only.output
+    assert (out / "stages" / "report.json").read_text() == marker  # --only does not mark a stage done
     assert again.exit_code == 0 and "== stage" not in again.output, again.output
     assert redo.exit_code == 0, redo.output
     strip = lambda t: [line for line in t.splitlines() if "speed" not in line and " M | " not in line]

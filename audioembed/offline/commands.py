@@ -14,8 +14,10 @@ from .pipeline import STAGES
               help="Override a recipe field, e.g. --set evaluation.seeds=3 (TOML literal).")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--redo", type=click.Choice(STAGES), multiple=True, help="Run this stage again even if it is done.")
+@click.option("--only", type=click.Choice(STAGES), default=None,
+              help="Run just this stage now (e.g. report, while evaluate is still running).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def reproduce_command(config_path, overrides, until, redo, quiet):
+def reproduce_command(config_path, overrides, until, redo, only, quiet):
     """Corpora -> teachers -> students -> merges -> evaluation -> results.md, resumable by stage.
 
     Stages: corpora, evalsets, teachers, caches, students, merges, evaluate, report. A finished
@@ -37,7 +39,7 @@ def reproduce_command(config_path, overrides, until, redo, quiet):
     try:
         ctx = load_recipe(config_path, list(overrides))
         ctx.progress = not quiet
-        summaries = run_recipe(ctx, until=until, redo=tuple(redo))
+        summaries = run_recipe(ctx, until=until, redo=tuple(redo), only=only)
     except (ConfigError, CorpusError, MusicCorpusError, DataError, DistillError, MergeError, DownstreamError,
             PretrainError, UpstreamError, EvalSetError, ReproduceError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -45,4 +47,4 @@ def reproduce_command(config_path, overrides, until, redo, quiet):
     if report:
         click.echo(f"wrote {report['results_md']} (selected unified student: {report['best']})")
     else:
-        click.echo(f"stopped after stage {until}; rerun to continue")
+        click.echo(f"stopped after stage {until or only}; rerun to continue")

@@ -392,10 +392,17 @@ STAGE_FUNCTIONS: dict[str, Callable[[Context], dict]] = {
 }
 
 
-def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] = ()) -> dict[str, dict]:
-    """Run the stages in order, skipping finished ones (``redo`` forces a stage again)."""
-    if until is not None and until not in STAGES:
-        raise ConfigError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] = (),
+               only: str | None = None) -> dict[str, dict]:
+    """Run the stages in order, skipping finished ones (``redo`` forces a stage again).
+
+    ``only``: run just that stage now, whatever is done (e.g. ``report`` while ``evaluate``
+    is still running elsewhere: the page then has the results finished so far)."""
+    for name in (until, only):
+        if name is not None and name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if only is not None:
+        until, redo = only, tuple(redo) + (only,)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     # The effective config of every invocation: a resumed run may have changed later stages' settings.
     with open(ctx.dir("invocations.jsonl"), "a", encoding="utf-8") as f:
@@ -405,6 +412,9 @@ def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] 
     summaries = {}
     for stage in STAGES:
         previous = ctx.done(stage)
+        if only is not None and stage != only:
+            summaries[stage] = previous or {}
+            continue
         if previous is not None and stage not in redo:
             summaries[stage] = previous
         else:
@@ -412,11 +422,12 @@ def run_recipe(ctx: Context, *, until: str | None = None, redo: tuple[str, ...] 
             started = time.monotonic()
             summary = STAGE_FUNCTIONS[stage](ctx)
             summary["seconds"] = round(time.monotonic() - started, 1)
-            marker = ctx.marker(stage)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps(summary, indent=1, default=str))
-            os.replace(tmp, marker)
+            if only is None:  # a stage run out of order is not marked done
+                marker = ctx.marker(stage)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                tmp = marker.with_suffix(".tmp")
+                tmp.write_text(json.dumps(summary, indent=1, default=str))
+                os.replace(tmp, marker)
             summaries[stage] = summary
             ctx.log(f"== stage {stage} done in {summary['seconds']} s")
         if stage == until:

@@ -33,10 +33,12 @@ def few_shot_count(ctx: Context, results: dict) -> str:
 
 
 def _load(ctx: Context) -> dict[tuple[str, str], dict]:
+    """Every finished (model, task) result, read from the per-result markers of ``evaluate``
+    (so a page can be written while evaluation is still running: ``--only report``)."""
     out = {}
-    for key, path in (ctx.done("evaluate") or {}).get("results", {}).items():
-        model, task = key.split("/", 1)
-        out[(model, task)] = json.loads(Path(path).read_text())
+    for marker in sorted(ctx.dir("results").glob("*/*.json")):
+        record = json.loads(marker.read_text())
+        out[(record["model"], record["task"])] = json.loads(Path(record["result"]).read_text())
     return out
 
 
@@ -194,6 +196,34 @@ def _reading(dom_all: dict, dom_few: dict, kinds: dict[str, str], few: str) -> l
     return lines
 
 
+def _run_summary(ctx: Context) -> list[str]:
+    """Stage wall times and evaluation-set sizes, so the page says what the numbers rest on."""
+    from .evalsets import describe
+    from .pipeline import STAGES
+
+    lines = ["## Run", "", "| stage | wall time |", "|---|---:|"]
+    total = 0.0
+    for stage in STAGES[:-1]:  # every stage before this report
+        done = ctx.done(stage)
+        if done and "seconds" in done:
+            total += float(done["seconds"])
+            lines.append(f"| {stage} | {float(done['seconds']) / 60:.1f} min |")
+    lines += [f"| total | {total / 60:.1f} min |", ""]
+    label = {"asr": "transcript", "speaker_id": "speaker", "fsdd": "digit", "key": "key", "style": "style",
+             "tagging": "tags", "sonic_pi": "family"}
+    tasks = (ctx.done("evalsets") or {}).get("tasks", {})
+    if tasks:
+        lines += ["| task | rows | train / dev / test | classes |", "|---|---:|---|---:|"]
+        for name, t in tasks.items():
+            d = describe(Path(t["data"]), label.get(name, "label"))
+            sp = d["splits"]
+            split = " / ".join(str(sp.get(k, 0)) for k in ("train", "dev", "test")) if "train" in sp else "k-fold"
+            classes = "-" if name == "asr" else str(d["classes"])
+            lines.append(f"| {name} | {d['rows']} | {split} | {classes} |")
+        lines.append("")
+    return lines
+
+
 def write_results(ctx: Context) -> dict:
     results = _load(ctx)
     table = models(ctx)
@@ -226,6 +256,7 @@ def write_results(ctx: Context) -> dict:
     lines = ["# Offline reproduction: results", "",
              f"Written by `audioembed reproduce` from the run in `{ctx.output_dir.name}/` "
              f"(recipe `{Path(ctx.source).name}`). Primary metric per task; mean ± std over seeds.", ""]
+    lines += _run_summary(ctx)
     lines += ["## Models", "", "| model | kind | upstream | parameters | speed (x real time, CPU) |", "|---|---|---|---|---|"]
     for m in names:
         params, rtf = speed[m]
