@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke check of the downstream pipeline on real speech (FSDD, ../shared/data/fsdd):
 # digit recognition and speaker ID with the mfcc baseline and a tiny random-weight HuBERT,
-# full training set and 8 shots per class x 5 seeds. Writes results/fsdd/ and docs/results.md.
+# full training set and 8 shots per class x 5 seeds. Writes results/fsdd/ and docs/fsdd_smoke.md.
 # Not a claim about models: a random HuBERT is expected to be weak.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

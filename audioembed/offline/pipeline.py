@@ -344,10 +344,16 @@ def stage_evaluate(ctx: Context) -> dict:
     shots_default = str(cfg.get("shots", "1,2,4,8,16,all"))
     task_shots = cfg.get("task_shots") or {}
     task_epochs = cfg.get("task_max_epochs") or {}
+    task_seeds = cfg.get("task_seeds") or {}
     cache_dir = str(ctx.dir("features"))
     done = {}
-    for model_name, m in models(ctx).items():
-        for task_name, t in tasks.items():
+    # Task by task, the slow CTC (ASR) probes last: a page written while this stage still runs
+    # (`--only report`) then compares every model on the tasks finished so far.
+    order = sorted(tasks, key=lambda name: tasks[name]["task"] == "asr")
+    table = models(ctx)
+    for task_name in order:
+        t = tasks[task_name]
+        for model_name, m in table.items():
             out_dir = ctx.dir("results", model_name)
             marker = out_dir / f"{task_name}.json"
             if marker.is_file():
@@ -356,7 +362,7 @@ def stage_evaluate(ctx: Context) -> dict:
             config = RunConfig(
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(str(task_shots.get(task_name, shots_default))),
-                seeds=int(cfg.get("seeds", 5)), probe=str(cfg.get("probe", "linear")),
+                seeds=int(task_seeds.get(task_name, cfg.get("seeds", 5))), probe=str(cfg.get("probe", "linear")),
                 max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
