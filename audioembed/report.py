@@ -79,7 +79,10 @@ def plot_layer_weights(result: dict, path: Path) -> bool:
     return True
 
 
-def plot_fewshot_curves(results: list[dict], task: str, path: Path) -> bool:
+def plot_fewshot_curves(results: list[dict], task: str, path: Path, *, label=None, title: str | None = None) -> bool:
+    """Few-shot curves of ``task`` (the downstream's name); ``label(result)`` names each line
+    (default: upstream and model), ``title`` replaces the task name in the title."""
+    label = label or _column
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,11 +98,11 @@ def plot_fewshot_curves(results: list[dict], task: str, path: Path) -> bool:
         xs = list(range(len(labels)))
         ax.errorbar(xs, [s["mean"] for s in summaries],
                     yerr=[[s["mean"] - s["ci_low"] for s in summaries], [s["ci_high"] - s["mean"] for s in summaries]],
-                    marker="o", capsize=3, label=_column(r))
+                    marker="o", capsize=3, label=label(r))
         ax.set_xticks(xs, labels)
     ax.set_xlabel("shots per class")
     ax.set_ylabel(runs[0]["primary_metric"])
-    ax.set_title(f"{task}: few-shot curve (mean, 95% CI over seeds)")
+    ax.set_title(f"{title or task}: few-shot curve (mean, 95% CI over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

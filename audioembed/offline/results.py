@@ -138,28 +138,14 @@ def _plot_sweep(ctx: Context, dom: dict, path: Path) -> bool:
 
 
 def _plot_fewshot(results: dict, names: list[str], task: str, path: Path) -> bool:
-    import matplotlib
+    from ..report import plot_fewshot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [(m, results[(m, task)]) for m in names if (m, task) in results and len(results[(m, task)]["results"]) > 1]
+    runs = {m: results[(m, task)] for m in names if (m, task) in results}
     if not runs:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for model, r in runs:
-        labels = sorted(r["results"], key=lambda s: float("inf") if s == "all" else int(s))
-        ys = [r["results"][s]["summary"][r["primary_metric"]]["mean"] for s in labels]
-        ax.plot(range(len(labels)), ys, marker="o", label=model)
-        ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("shots per class (utterances for ASR)")
-    ax.set_ylabel(runs[0][1]["primary_metric"])
-    ax.set_title(f"{task}: few-shot curve (mean over seeds)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    model_of = {id(r): m for m, r in runs.items()}
+    return plot_fewshot_curves(list(runs.values()), next(iter(runs.values()))["task"], path,
+                               label=lambda r: model_of[id(r)], title=task)
 
 
 def _reading(dom_all: dict, dom_few: dict, kinds: dict[str, str], few: str) -> list[str]:
