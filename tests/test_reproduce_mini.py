@@ -125,6 +125,18 @@ def test_mini_recipe_end_to_end(tmp_path):
     strip = lambda t: [line for line in t.splitlines() if "speed" not in line and " M | " not in line]
     assert strip((out / "results.md").read_text()) == strip(before)
 
+    # changed probe settings on a finished run: only the affected (model, task) results are redone
+    asr_before = (out / "results" / "mfcc" / "asr.json").read_text()
+    with single_thread():
+        changed = runner.invoke(cli, [*args, "--set", 'evaluation.task_shots={ asr = "all", style = "all" }',
+                                      "--redo", "evaluate"])
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.count("probe settings changed") == len(models), changed.output
+    restyled = json.loads((out / "results" / "mfcc" / "style.json").read_text())
+    assert restyled["settings"]["shots"] == ["all"]
+    assert json.loads(Path(restyled["result"]).read_text())["config"]["shots"] == ["all"]
+    assert (out / "results" / "mfcc" / "asr.json").read_text() == asr_before
+
 
 def test_recipe_config_errors(tmp_path):
     ctx = load_recipe(MINI, [f'run.output_dir="{tmp_path}"', "corpus.speech.voices=3"])

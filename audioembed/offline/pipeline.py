@@ -335,6 +335,14 @@ def models(ctx: Context) -> dict[str, dict]:
     return table
 
 
+def _probe_settings(config) -> dict:
+    """What a finished (model, task) result depends on besides the model and the data."""
+    from ..downstream import shots_label
+
+    return {"shots": [shots_label(s) for s in config.shots], "seeds": config.seeds, "probe": config.probe,
+            "max_epochs": config.max_epochs, "task_options": config.task_options}
+
+
 def stage_evaluate(ctx: Context) -> dict:
     """Every model on every task, full and few-shot; one result file per (model, task)."""
     from ..downstream import RunConfig, parse_shots, result_stem, run_downstream
@@ -356,9 +364,6 @@ def stage_evaluate(ctx: Context) -> dict:
         for model_name, m in table.items():
             out_dir = ctx.dir("results", model_name)
             marker = out_dir / f"{task_name}.json"
-            if marker.is_file():
-                done[f"{model_name}/{task_name}"] = json.loads(marker.read_text())["result"]
-                continue
             config = RunConfig(
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(str(task_shots.get(task_name, shots_default))),
@@ -366,12 +371,21 @@ def stage_evaluate(ctx: Context) -> dict:
                 max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
+            settings = _probe_settings(config)
+            if marker.is_file():
+                previous = json.loads(marker.read_text())
+                if previous.get("settings") == settings:
+                    done[f"{model_name}/{task_name}"] = previous["result"]
+                    continue
+                # Changed shots/seeds/probe (--set evaluation.* on a resumed run): the old numbers
+                # answer another question. Extracted features stay cached, so only the probes rerun.
+                ctx.log(f"[evaluate] {model_name} on {task_name}: probe settings changed, evaluating again")
             ctx.log(f"[evaluate] {model_name} on {task_name}")
             started = time.monotonic()
             # one folder per task: several tasks share the `classify` downstream, and so its file names
             result = run_downstream(config, out_dir / task_name, progress=ctx.progress)
             path = out_dir / task_name / f"{result_stem(result)}.json"
-            record = {"model": model_name, "task": task_name, "result": str(path),
+            record = {"model": model_name, "task": task_name, "result": str(path), "settings": settings,
                       "seconds": round(time.monotonic() - started, 1)}
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(json.dumps(record))
