@@ -31,7 +31,7 @@ def test_plugins_lists_builtins_with_distribution():
     result = CliRunner().invoke(main, ["plugins"])
     assert result.exit_code == 0, result.output
     for name in ("hubert", "wav2vec2", "wavlm", "data2vec", "mert", "fbank", "logmel", "mfcc", "student",
-                 "unified_student"):
+                 "unified_student", "small_hubert", "small_mert"):
         line = next(l for l in result.output.splitlines() if l.strip().startswith(name + " "))
         assert "audioembed" in line
 

@@ -282,8 +282,9 @@ def test_hub_id_from_offline_cache(tmp_path, monkeypatch):
 def test_registry_lists_all_upstreams():
     registry = audioembed.get_registry()
     names = set(registry.upstreams)
-    assert {"hubert", "wav2vec2", "wavlm", "data2vec", "mert", "student", "unified_student"} <= names
-    assert not any(k.endswith((":hf", ":mert", ":student")) for k in registry.failed)
+    assert {"hubert", "wav2vec2", "wavlm", "data2vec", "mert", "student", "unified_student",
+            "small_hubert", "small_mert"} <= names
+    assert not any(k.endswith((":hf", ":mert", ":student", ":bundled")) for k in registry.failed)
     for name in ("hubert", "wav2vec2", "wavlm", "data2vec", "mert", "student"):
         spec = registry.upstream_spec(name)
         assert spec.requires_source and spec.example_source

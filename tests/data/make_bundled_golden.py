@@ -1,12 +1,13 @@
-"""Regenerate the fixture and golden embeddings of the bundled unified student.
+"""Regenerate the fixture and golden embeddings of the bundled models.
 
-Run after replacing the bundled student (plugins/pretrained/unified_student/):
+Run after replacing the bundled models (plugins/pretrained/, recipes/offline/bundle.py):
 
-    python tests/data/make_unified_student_golden.py
+    python tests/data/make_bundled_golden.py
 
-Writes ``unified_student_fixture.wav`` (1.5 s: a tone, a sweep and noise, seeded) and
-``unified_student_golden.json`` (the per-layer time means of the student's hidden states,
-with the weights' fingerprint), which tests/test_bundled_student.py compares against.
+Writes ``bundled_fixture.wav`` (1.5 s: a tone, a sweep and noise, seeded) and
+``bundled_golden.json``: for each bundled upstream (``unified_student``,
+``small_hubert``, ``small_mert``) the per-layer time means of its hidden states on the
+fixture, with the weights' fingerprint; tests/test_bundled_models.py compares against them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import numpy as np
 import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
-FIXTURE = HERE / "unified_student_fixture.wav"
-GOLDEN = HERE / "unified_student_golden.json"
+FIXTURE = HERE / "bundled_fixture.wav"
+GOLDEN = HERE / "bundled_golden.json"
 SR = 16000
+BUNDLED = ("unified_student", "small_hubert", "small_mert")  # upstream names = folders under plugins/pretrained/
 
 
 def fixture_audio() -> np.ndarray:
@@ -33,13 +35,13 @@ def fixture_audio() -> np.ndarray:
     return (0.3 * sweep + 0.3 * tone + 0.05 * noise).astype(np.float32)
 
 
-def embed(path: Path) -> dict:
+def embed(path: Path, name: str = "unified_student") -> dict:
     import torch
 
     from audioembed import load_upstream
     from audioembed.audio import load as load_audio
 
-    upstream = load_upstream("unified_student", device="cpu")
+    upstream = load_upstream(name, device="cpu")
     wav = torch.from_numpy(load_audio(str(path), upstream.sample_rate))[None]
     with torch.no_grad():
         out = upstream(wav, torch.tensor([wav.shape[1]]))
@@ -55,12 +57,15 @@ def weights_sha256(folder: Path) -> str:
 
 
 def main() -> int:
-    from audioembed_plugins.student import bundled_unified_student_dir
+    from audioembed_plugins.bundled import bundled_dir
 
     sf.write(FIXTURE, fixture_audio(), SR, subtype="PCM_16")
-    golden = {"weights_sha256": weights_sha256(bundled_unified_student_dir()), **embed(FIXTURE)}
+    golden = {}
+    for name in BUNDLED:
+        golden[name] = {"weights_sha256": weights_sha256(bundled_dir(name)), **embed(FIXTURE, name)}
+        print(f"{name}: {golden[name]['frames']} frames, {len(golden[name]['layer_means'])} layers")
     GOLDEN.write_text(json.dumps(golden, indent=0) + "\n")
-    print(f"wrote {FIXTURE.name} and {GOLDEN.name}: {golden['frames']} frames, {len(golden['layer_means'])} layers")
+    print(f"wrote {FIXTURE.name} and {GOLDEN.name}")
     return 0
 
 

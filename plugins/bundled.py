@@ -1,0 +1,58 @@
+"""The two small teachers of the offline reproduction, shipped with the package.
+
+Real HuBERT and MERT weights need a model hub; these 4-layer, 256-d teachers
+(``recipes/offline``, docs/model_card.md) work right after install, with no network, so a
+speech and a music reference model are always at hand next to ``unified_student``. They are
+plain ``save_pretrained`` folders (weights stored in float16 to fit the package-size budget,
+computed in float32) and load through the ``hubert`` and ``mert`` upstreams' own code, as
+any checkpoint of those families would.
+
+Upstreams: ``small_hubert`` (16 kHz speech teacher) and ``small_mert`` (24 kHz music teacher).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audioembed.hookspecs import hookimpl
+from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
+
+from .hf import load_hf_encoder
+from .mert import load_mert
+
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+
+#: upstream name -> (folder under pretrained/, the family upstream whose loader reads it, summary)
+BUNDLED_TEACHERS = {
+    "small_hubert": ("small_hubert", "hubert", "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
+    "small_mert": ("small_mert", "mert", "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
+}
+
+
+def bundled_dir(folder_name: str) -> Path:
+    return PRETRAINED / folder_name
+
+
+def _loader(name: str):
+    folder_name, family, _ = BUNDLED_TEACHERS[name]
+
+    def load(source: str | None) -> Upstream:
+        if source:
+            raise UpstreamError(
+                f"upstream '{name}' is the bundled model and takes no --model/--ckpt; "
+                f"load another folder with --upstream {family} --model PATH"
+            )
+        folder = bundled_dir(folder_name)
+        if not (folder / "config.json").is_file():
+            raise UpstreamError(f"the bundled model folder {folder} is missing (a broken install?)")
+        return load_hf_encoder("hubert", str(folder)) if family == "hubert" else load_mert(str(folder))
+
+    return load
+
+
+@hookimpl
+def audioembed_upstreams():
+    return [
+        UpstreamSpec(name=name, load=_loader(name), summary=summary, requires_source=False)
+        for name, (_, _, summary) in BUNDLED_TEACHERS.items()
+    ]

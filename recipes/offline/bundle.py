@@ -1,0 +1,117 @@
+"""Ship a finished offline run's models as the package's built-in upstreams.
+
+    python recipes/offline/bundle.py [RUN_DIR]          # default: runs/offline of this repository
+    python tests/data/make_bundled_golden.py             # then pin their golden embeddings
+
+Copies, into plugins/pretrained/:
+
+* ``unified_student/``: the run's rule-selected student (``RUN_DIR/unified_student``), float32,
+  without the distillation heads;
+* ``small_hubert/`` and ``small_mert/``: the two teachers, weights rounded to float16 (the
+  loaders compute in float32) so that all three stay under the 25 MB package-data budget.
+
+Absolute paths inside the metadata files are made relative to the repository. Prints the
+sizes and, for each teacher, how far the float16-stored weights move its hidden states on a
+fixed signal, which docs/model_card.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+PRETRAINED = REPO / "plugins" / "pretrained"
+BUDGET_BYTES = 25 * 2**20
+# run teacher name -> (bundled folder, the family upstream that loads it)
+TEACHERS = {"speech": ("small_hubert", "hubert"), "music": ("small_mert", "mert")}
+METADATA_FILES = ("config.json", "preprocessor_config.json", "audioembed_pretrain.json", "audioembed_student.json")
+
+
+def relative_paths(text: str, run_dir: Path) -> str:
+    """Metadata written by the run names absolute paths; the shipped copy names them from the repo."""
+    for root in {str(run_dir.resolve().parents[1]), str(REPO)}:
+        text = text.replace(root + "/", "")
+    return text
+
+
+def copy_metadata(src: Path, dst: Path, run_dir: Path) -> None:
+    for name in METADATA_FILES:
+        if (src / name).is_file():
+            (dst / name).write_text(relative_paths((src / name).read_text(), run_dir))
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / "model.safetensors"))
+    return torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+
+
+def hidden_states(family: str, folder: Path, seconds: float = 2.0) -> list[torch.Tensor]:
+    from audioembed import load_upstream
+
+    upstream = load_upstream(family, model=str(folder), device="cpu")
+    n = int(seconds * upstream.sample_rate)
+    t = torch.arange(n) / upstream.sample_rate
+    wav = (0.3 * torch.sin(2 * torch.pi * (220 * t + 300 * t**2)) + 0.05 * torch.randn(n, generator=torch.Generator().manual_seed(0)))[None]
+    with torch.no_grad():
+        return list(upstream(wav, torch.tensor([n])).hidden_states)
+
+
+def bundle_teacher(run_dir: Path, teacher: str) -> dict:
+    from safetensors.torch import save_file
+
+    folder_name, family = TEACHERS[teacher]
+    src = run_dir / "teachers" / teacher / "model"
+    dst = PRETRAINED / folder_name
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    copy_metadata(src, dst, run_dir)
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in read_weights(src).items()}
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    before, after = hidden_states(family, src), hidden_states(family, dst)
+    rel = max(float((a - b).norm() / b.norm()) for a, b in zip(after, before))
+    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+            "max_layer_relative_error_fp16": rel}
+
+
+def bundle_student(run_dir: Path) -> dict:
+    src = run_dir / "unified_student"
+    if not (src / "audioembed_student.json").is_file():
+        raise SystemExit(f"{src} has no selected student: run the recipe's report stage first")
+    dst = PRETRAINED / "unified_student"
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    copy_metadata(src, dst, run_dir)
+    shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
+    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, default=REPO / "runs" / "offline")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    report = {"unified_student": bundle_student(args.run_dir)}
+    for teacher in TEACHERS:
+        report[TEACHERS[teacher][0]] = bundle_teacher(args.run_dir, teacher)
+    total = sum(r["bytes"] for r in report.values())
+    report["total_bytes"] = total
+    print(json.dumps(report, indent=1))
+    if total > BUDGET_BYTES:
+        print(f"over the package-data budget: {total / 2**20:.1f} MB > 25 MB", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
