@@ -154,6 +154,8 @@ def gather(inputs, output):
               help="Labelled examples per class for training, e.g. 8 or 1,2,4,8,16,all.")
 @click.option("--seeds", default=5, show_default=True, help="Seeds (few-shot subsets and probe inits) per shot setting.")
 @click.option("--probe", type=click.Choice(["linear", "mlp", "centroid"]), default="linear", show_default=True)
+@click.option("--ctc-head", type=click.Choice(["lstm", "conv"]), default="lstm", show_default=True,
+              help="Head of the CTC probe (ASR): BiLSTM, or a convolution stack that trains faster on CPU.")
 @click.option("--layers", default="all", show_default=True, help="Layers the featurizer weights: all, last or indices.")
 @click.option("--layer-norm", is_flag=True, help="Normalise each layer before weighting (pre-LN upstreams).")
 @click.option("--folds", default=5, show_default=True, help="k for k-fold when the dataset defines no test split.")
@@ -167,7 +169,7 @@ def gather(inputs, output):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, layers, layer_norm, folds, max_epochs,
+def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head, layers, layer_norm, folds, max_epochs,
                label_column, task_options, cache_dir, device, output, quiet, chunk_seconds):
     """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
     from .downstream import DownstreamError, RunConfig, markdown_table, parse_shots, run_downstream
@@ -190,7 +192,7 @@ def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, layers, l
         options["label_column"] = label_column
     try:
         config = RunConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
-                           seeds=seeds, probe=probe, layers=layers, folds=folds, layer_norm=layer_norm,
+                           seeds=seeds, probe=probe, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
                            max_epochs=max_epochs, chunk_seconds=chunk_seconds, task_options=options, cache_dir=cache_dir, device=device)
         result = run_downstream(config, output, progress=not quiet)
     except (DownstreamError, ExtractionError, StoreError, TaskDataError, UpstreamError) as exc:

@@ -23,7 +23,7 @@ from .extraction import resolve_layers
 from .feature_cache import cached_features
 from .fewshot import draw_subset, make_folds
 from .metrics import summarize
-from .probes import PROBES, ProbeConfig, as_targets, centroid_scores, probe_loss, decode_ctc, train_ctc_probe, train_utterance_probe
+from .probes import CTC_HEADS, PROBES, ProbeConfig, as_targets, centroid_scores, probe_loss, decode_ctc, train_ctc_probe, train_utterance_probe
 from .registry import get_registry, load_upstream
 from .tasks import Example, Task, TaskKind
 
@@ -41,6 +41,8 @@ class RunConfig:
     shots: tuple[int | None, ...] = (None,)  # None = the whole training set
     seeds: int = 5
     probe: str = "linear"
+    #: head of the CTC probe (ASR tasks only): "lstm" or "conv" (probes.CTC_HEADS)
+    ctc_head: str = "lstm"
     layers: str = "all"
     folds: int = 5
     layer_norm: bool = False
@@ -122,6 +124,8 @@ def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = T
     timings: dict[str, float] = {}
     if config.probe not in PROBES:
         raise DownstreamError(f"--probe must be one of {PROBES}, got '{config.probe}'")
+    if config.ctc_head not in CTC_HEADS:
+        raise DownstreamError(f"--ctc-head must be one of {CTC_HEADS}, got '{config.ctc_head}'")
     try:
         task: Task = get_registry().task_spec(config.task).build()
     except KeyError as exc:
@@ -167,7 +171,8 @@ def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = T
         labels = sorted({e.target for e in examples})
     encoded = _Encoded(task, examples, labels)
     folds = make_folds(examples, task.kind, config.folds, seed=0)
-    probe_config = ProbeConfig(probe=config.probe, layer_norm=config.layer_norm, max_epochs=config.max_epochs)
+    probe_config = ProbeConfig(probe=config.probe, layer_norm=config.layer_norm, max_epochs=config.max_epochs,
+                               ctc_head=config.ctc_head)
 
     t0 = time.monotonic()
     results_by_shots = {}
@@ -237,7 +242,10 @@ def _fit_and_score(task, encoded: _Encoded, feats, layers, train, dev, test, con
     dev_targets = [encoded.targets[i] for i in dev]
     if task.kind is TaskKind.CTC:
         def dev_score(texts):
-            return _score(task, task.metrics(dev_targets, texts, None, None))
+            # Early stopping on CER when the task has it: while most words are still wrong a
+            # probe's WER sits near 1 and cannot tell its epochs apart; CER can.
+            metrics = task.metrics(dev_targets, texts, None, None)
+            return -metrics["cer"] if "cer" in metrics else _score(task, metrics)
 
         model, vocab, epoch = train_ctc_probe(
             layers, [feats[i] for i in train], [encoded.targets[i] for i in train], [feats[i] for i in dev],
@@ -285,15 +293,22 @@ def _per_clip(outputs: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
     return np.stack([outputs[owner == j].mean(axis=0) for j in range(count)])
 
 
+def probe_name(result: dict) -> str:
+    """The probe as trained: CTC tasks ignore ``--probe`` and train the ``--ctc-head``."""
+    if result["task_kind"] == TaskKind.CTC.value:
+        return f"ctc-{result['config'].get('ctc_head', 'lstm')}"
+    return result["config"]["probe"]
+
+
 def result_stem(result: dict) -> str:
-    parts = [result["task"], result["upstream"], result["weights_hash"][:8], result["config"]["probe"]]
+    parts = [result["task"], result["upstream"], result["weights_hash"][:8], probe_name(result)]
     return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)
 
 
 def markdown_table(result: dict) -> str:
     metrics = list(next(iter(result["results"].values()))["summary"])
     lines = [
-        f"# {result['task']} / {result['upstream']} ({result['config']['probe']} probe)",
+        f"# {result['task']} / {result['upstream']} ({probe_name(result)} probe)",
         "",
         f"model: {result['model'] or '-'}, weights {result['weights_hash']}, layers {result['layers']}, "
         f"{result['data']['examples']} examples, {len(result['data']['folds'])} fold(s), "

@@ -21,6 +21,9 @@ from .featurizer import Featurizer
 from .tasks import TaskKind
 
 PROBES = ("linear", "mlp", "centroid")
+#: heads of the CTC (ASR) probe: S3PRL-style BiLSTM, or a residual convolution stack that
+#: trains several times faster on CPU and learns from a few hundred utterances
+CTC_HEADS = ("lstm", "conv")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class ProbeConfig:
     hidden_size: int = 512  # MARBLE's MLP probe
     dropout: float = 0.2
     layer_norm: bool = False
+    ctc_head: str = "lstm"
 
 
 class UtteranceProbe(nn.Module):
@@ -172,7 +176,7 @@ def centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray
 # ----------------------------------------------------------------------------- CTC
 
 
-class CTCHead(nn.Module):
+class LSTMCTCHead(nn.Module):
     """Featurizer -> Linear -> BiLSTM -> Linear to characters (blank = 0)."""
 
     def __init__(self, layers: Sequence[int], dim: int, vocab_size: int, hidden: int = 128, layer_norm: bool = False):
@@ -188,6 +192,37 @@ class CTCHead(nn.Module):
         h, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[2])
         return self.out(h).log_softmax(-1)
+
+
+class ConvCTCHead(nn.Module):
+    """Featurizer -> Linear 256 -> 3 residual blocks (LayerNorm, Conv1d k=5, GELU, dropout)
+    -> Linear to characters (blank = 0). Receptive field +-6 frames (~0.25 s at 50 Hz)."""
+
+    def __init__(self, layers: Sequence[int], dim: int, vocab_size: int, hidden: int = 256, blocks: int = 3,
+                 kernel: int = 5, dropout: float = 0.1, layer_norm: bool = False):
+        super().__init__()
+        self.featurizer = Featurizer(layers, layer_norm=layer_norm)
+        self.proj = nn.Linear(dim, hidden)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(blocks))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(blocks))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # x: (L, B, T, D)
+        h = self.proj(self.featurizer(x))
+        valid = (torch.arange(h.shape[1], device=h.device)[None] < lengths.to(h.device)[:, None]).unsqueeze(-1)
+        for norm, conv in zip(self.norms, self.convs):
+            h = h * valid  # padding must not leak into valid frames through the kernel
+            h = h + self.dropout(F.gelu(conv(norm(h).transpose(1, 2)).transpose(1, 2)))
+        return self.out(h).log_softmax(-1)
+
+
+def build_ctc_head(config: "ProbeConfig", layers: Sequence[int], dim: int, vocab_size: int) -> nn.Module:
+    if config.ctc_head == "lstm":
+        return LSTMCTCHead(layers, dim, vocab_size, layer_norm=config.layer_norm)
+    if config.ctc_head == "conv":
+        return ConvCTCHead(layers, dim, vocab_size, layer_norm=config.layer_norm)
+    raise ValueError(f"ctc_head must be one of {CTC_HEADS}, got '{config.ctc_head}'")
 
 
 class CharVocab:
@@ -232,11 +267,11 @@ def train_ctc_probe(
     dev_score: Callable[[list[str]], float],
     config: ProbeConfig,
     seed: int,
-) -> tuple[CTCHead, CharVocab, int]:
+) -> tuple[nn.Module, CharVocab, int]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     vocab = CharVocab(train_texts)
-    model = CTCHead(layers, train_feats[0].shape[-1], len(vocab), layer_norm=config.layer_norm)
+    model = build_ctc_head(config, layers, train_feats[0].shape[-1], len(vocab))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     targets = [torch.tensor(vocab.encode(t), dtype=torch.long) for t in train_texts]
     stopper = EarlyStopping(model, config.patience)
@@ -258,7 +293,7 @@ def train_ctc_probe(
 
 
 @torch.no_grad()
-def decode_ctc(model: CTCHead, vocab: CharVocab, feats: Sequence[np.ndarray], batch_size: int = 16) -> list[str]:
+def decode_ctc(model: nn.Module, vocab: CharVocab, feats: Sequence[np.ndarray], batch_size: int = 16) -> list[str]:
     model.eval()
     texts = []
     for start in range(0, len(feats), batch_size):

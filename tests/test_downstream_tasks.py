@@ -80,6 +80,7 @@ CASES = {
     "tagging": (_tagging, {"roc_auc", "pr_auc"}),
     "speaker_id": (_speakers, {"accuracy", "macro_f1"}),
     "asr": (_asr, {"wer", "cer"}),
+    "asr-conv": (_asr, {"wer", "cer"}),
     "genre-chunks": (_genre, {"accuracy", "macro_f1"}),
 }
 
@@ -88,14 +89,16 @@ CASES = {
 def test_task_end_to_end(task, tmp_path):
     make_data, metrics = CASES[task]
     data = make_data(tmp_path / "data")
-    chunk = None
+    chunk, ctc_head = None, "lstm"
+    if task == "asr-conv":
+        task, ctc_head = "asr", "conv"
     if task == "genre-chunks":  # chunk-level training: 0.2 s chunks of 0.5 s clips, clip-level scores
         task, chunk = "genre", 0.2
     upstream, model = "mfcc", None
     if task == "asr":  # frame-level path with a neural upstream
         upstream, model = "hubert", str(make_tiny_hf(tmp_path / "hubert", kind="hubert"))
     config = RunConfig(task=task, upstream=upstream, model=model, data=str(data), shots=(2, None), seeds=2,
-                       folds=3, max_epochs=4, chunk_seconds=chunk, cache_dir=str(tmp_path / "cache"))
+                       folds=3, max_epochs=4, chunk_seconds=chunk, ctc_head=ctc_head, cache_dir=str(tmp_path / "cache"))
     result = run_downstream(config, tmp_path / "results", progress=False)
     for shots in ("2", "all"):
         summary = result["results"][shots]["summary"]
@@ -108,6 +111,8 @@ def test_task_end_to_end(task, tmp_path):
     if task == "key":
         assert result["labels"][0] == "C major" and len(result["labels"]) == 24
     assert len(list((tmp_path / "results").glob("*.json"))) == 1
+    if task == "asr":  # the result names the head that was trained, not the unused --probe
+        assert list((tmp_path / "results").glob(f"*_ctc-{ctc_head}.json"))
     if chunk:
         (store,) = (tmp_path / "cache").glob("*-chunks-*.h5")
         with FeatureReader(store) as feats:

@@ -137,6 +137,18 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert json.loads(Path(restyled["result"]).read_text())["config"]["shots"] == ["all"]
     assert (out / "results" / "mfcc" / "asr.json").read_text() == asr_before
 
+    # a rebuilt evaluation set with other contents makes the finished evaluations on it stale
+    style_marker = (out / "results" / "mfcc" / "style.json").read_text()
+    with single_thread():
+        rebuilt = runner.invoke(cli, [*args, "--set", 'evaluation.task_shots={ asr = "all", style = "all" }',
+                                      "--set", "evaluation.asr_train=3", "--redo", "evalsets", "--until", "evaluate"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert f"asr: the set changed; {len(models)} finished evaluation(s)" in rebuilt.output
+    asr_rows = (out / "eval" / "asr.csv").read_text().splitlines()
+    assert sum(line.endswith(",train") for line in asr_rows) == 3
+    assert (out / "results" / "mfcc" / "asr.json").read_text() != asr_before  # evaluated again
+    assert (out / "results" / "mfcc" / "style.json").read_text() == style_marker  # untouched
+
 
 def test_recipe_config_errors(tmp_path):
     ctx = load_recipe(MINI, [f'run.output_dir="{tmp_path}"', "corpus.speech.voices=3"])

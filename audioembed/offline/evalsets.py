@@ -68,7 +68,7 @@ def speech_sets(manifest: Path, out_dir: Path, seed: int = 0, asr_train: int = 0
     """``asr`` (unseen speakers and sentences, the corpus' own split) and ``speaker_id``.
 
     ``asr_train`` > 0 keeps a seeded subset of that many ASR training utterances (the CTC
-    probe is a BiLSTM, by far the slowest probe on CPU); dev and test stay whole.
+    probe is by far the slowest probe on CPU); dev and test stay whole.
 
     Speaker ID is closed-set: every test speaker was heard in training, saying other
     sentences. The corpus' own ``sid_split`` column is used when it has one; otherwise the

@@ -148,6 +148,7 @@ def stage_evalsets(ctx: Context) -> dict:
 
     corpora = ctx.done("corpora")
     out_dir = ctx.dir("eval")
+    before = {p.name: p.read_bytes() for p in out_dir.glob("*.csv")} if out_dir.is_dir() else {}
     sets: dict[str, Path] = {}
     cfg = ctx.section("evaluation")
     sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed,
@@ -166,6 +167,15 @@ def stage_evalsets(ctx: Context) -> dict:
             ctx.log(f"warning: {sonic} not found: the Sonic Pi family task is left out")
     wanted = cfg.get("tasks") or list(TASK_DOMAINS)
     table = {k: v for k, v in evalsets.task_table(sets).items() if k in wanted}
+    # A set rebuilt with other contents (e.g. another evaluation.asr_train) makes the finished
+    # evaluations on it stale: drop their markers so that `evaluate` runs them again.
+    for name, task in table.items():
+        path = Path(task["data"])
+        if path.name in before and before[path.name] != path.read_bytes():
+            stale = sorted(ctx.dir("results").glob(f"*/{name}.json"))
+            for marker in stale + [ctx.marker("evaluate"), ctx.marker("report")]:
+                marker.unlink(missing_ok=True)
+            ctx.log(f"[evalsets] {name}: the set changed; {len(stale)} finished evaluation(s) on it will run again")
     return {"tasks": table}
 
 
@@ -335,12 +345,18 @@ def models(ctx: Context) -> dict[str, dict]:
     return table
 
 
-def _probe_settings(config) -> dict:
+CTC_TASKS = ("asr",)  # downstreams trained with a CTC head (evaluation.ctc_head applies to them)
+
+
+def _probe_settings(config, ctc: bool) -> dict:
     """What a finished (model, task) result depends on besides the model and the data."""
     from ..downstream import shots_label
 
-    return {"shots": [shots_label(s) for s in config.shots], "seeds": config.seeds, "probe": config.probe,
-            "max_epochs": config.max_epochs, "task_options": config.task_options}
+    settings = {"shots": [shots_label(s) for s in config.shots], "seeds": config.seeds, "probe": config.probe,
+                "max_epochs": config.max_epochs, "task_options": config.task_options}
+    if ctc:
+        settings["ctc_head"] = config.ctc_head
+    return settings
 
 
 def stage_evaluate(ctx: Context) -> dict:
@@ -368,10 +384,11 @@ def stage_evaluate(ctx: Context) -> dict:
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(str(task_shots.get(task_name, shots_default))),
                 seeds=int(task_seeds.get(task_name, cfg.get("seeds", 5))), probe=str(cfg.get("probe", "linear")),
+                ctc_head=str(cfg.get("ctc_head", "lstm")),
                 max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
-            settings = _probe_settings(config)
+            settings = _probe_settings(config, ctc=t["task"] in CTC_TASKS)
             if marker.is_file():
                 previous = json.loads(marker.read_text())
                 if previous.get("settings") == settings:
