@@ -1,7 +1,8 @@
 """``results.md`` of an offline reproduction, written only from the run's own result files.
 
 Scores are compared across tasks through a per-task min-max normalisation over the
-evaluated models (1 = best model on that task, 0 = worst; WER is inverted first), averaged
+evaluated models (1 = best model on that task, 0 = worst; error rates are inverted first;
+ASR is ranked by CER, see RANKING_METRIC), averaged
 per domain; the overall score of a model is the mean of its speech and music averages.
 That same number picks the unified student that is shipped as the default.
 """
@@ -20,6 +21,9 @@ import numpy as np
 from .pipeline import TASK_DOMAINS, Context, models
 
 FEW_SHOT = 8  # the default shot count of the few-shot table (evaluation.report_shots)
+#: tasks ranked by another metric than their primary one: a small CTC probe's WER sits near 1
+#: for every model (most words have an error), so WER differences are noise; CER still ranks
+RANKING_METRIC = {"asr": "cer"}
 
 
 def few_shot_count(ctx: Context, results: dict) -> str:
@@ -42,26 +46,34 @@ def _load(ctx: Context) -> dict[tuple[str, str], dict]:
     return out
 
 
-def score(result: dict, shots: str = "all") -> float | None:
+def ranking_metric(result: dict, task: str) -> str:
+    wanted = RANKING_METRIC.get(task)
+    block = next(iter(result["results"].values()), {})
+    return wanted if wanted and wanted in block.get("summary", {}) else result["primary_metric"]
+
+
+def score(result: dict, shots: str = "all", metric: str | None = None) -> float | None:
     block = result["results"].get(shots)
     if block is None:
         return None
-    return float(block["summary"][result["primary_metric"]]["mean"])
+    return float(block["summary"][metric or result["primary_metric"]]["mean"])
 
 
-def _lower_better(result: dict) -> bool:
-    return result["primary_metric"] in result.get("lower_is_better", [])
+def _lower_better(result: dict, metric: str) -> bool:
+    return metric in result.get("lower_is_better", [])
 
 
 def normalised(results: dict[tuple[str, str], dict], names: list[str], tasks: list[str], shots: str) -> dict:
     """model -> task -> score in [0, 1] (1 = best of the models on that task)."""
     table: dict[str, dict[str, float]] = {m: {} for m in names}
     for task in tasks:
-        values = {m: score(results[(m, task)], shots) for m in names if (m, task) in results}
+        metric = {m: ranking_metric(results[(m, task)], task) for m in names if (m, task) in results}
+        values = {m: score(results[(m, task)], shots, metric[m]) for m in metric}
         values = {m: v for m, v in values.items() if v is not None and math.isfinite(v)}
         if not values:
             continue
-        sign = -1.0 if _lower_better(results[(next(iter(values)), task)]) else 1.0
+        first = next(iter(values))
+        sign = -1.0 if _lower_better(results[(first, task)], metric[first]) else 1.0
         lo, hi = min(sign * v for v in values.values()), max(sign * v for v in values.values())
         for m, v in values.items():
             table[m][task] = 1.0 if hi == lo else (sign * v - lo) / (hi - lo)
@@ -99,11 +111,16 @@ def _params_and_speed(spec: dict, device: str = "cpu", seconds: float = 10.0) ->
     return params, seconds / elapsed
 
 
-def _fmt(result: dict | None, shots: str) -> str:
+def _fmt(result: dict | None, shots: str, task: str) -> str:
     if result is None or shots not in result["results"]:
         return "-"
-    s = result["results"][shots]["summary"][result["primary_metric"]]
-    return f"{s['mean']:.3f} ± {s['std']:.3f}" if s.get("std") is not None and result["config"]["seeds"] > 1 else f"{s['mean']:.3f}"
+    summary = result["results"][shots]["summary"]
+    cells = []
+    for metric in dict.fromkeys([result["primary_metric"], ranking_metric(result, task)]):
+        s = summary[metric]
+        value = f"{s['mean']:.3f} ± {s['std']:.3f}" if s.get("std") is not None and result["config"]["seeds"] > 1 else f"{s['mean']:.3f}"
+        cells.append(value if metric == result["primary_metric"] else f"({metric} {value})")
+    return " ".join(cells)
 
 
 def _merge_lambda(name: str) -> float | None:
@@ -194,7 +211,9 @@ def _run_summary(ctx: Context) -> list[str]:
         if done and "seconds" in done:
             total += float(done["seconds"])
             lines.append(f"| {stage} | {float(done['seconds']) / 60:.1f} min |")
-    lines += [f"| total | {total / 60:.1f} min |", ""]
+    lines += [f"| total | {total / 60:.1f} min |", "",
+              "A stage's time is that of the invocation that finished it: a stage resumed after an "
+              "interruption counts only its last part.", ""]
     label = {"asr": "transcript", "speaker_id": "speaker", "fsdd": "digit", "key": "key", "style": "style",
              "tagging": "tags", "sonic_pi": "family"}
     tasks = (ctx.done("evalsets") or {}).get("tasks", {})
@@ -255,12 +274,16 @@ def write_results(ctx: Context) -> dict:
                   "|---|" + "---|" * (len(tasks) + 3)]
         dom = dom_all if shots == "all" else dom_few
         for m in names:
-            cells = [_fmt(results.get((m, t)), shots) for t in tasks]
+            cells = [_fmt(results.get((m, t)), shots, t) for t in tasks]
             d = dom.get(m, {})
             lines.append(f"| {m} | " + " | ".join(cells) + " | "
                          + " | ".join(f"{d.get(k, float('nan')):.3f}" for k in ("speech", "music", "overall")) + " |")
-    metrics = {t: next(r for (m, tt), r in results.items() if tt == t)["primary_metric"] for t in tasks}
-    lines += ["", "Metrics: " + ", ".join(f"{t}: {metrics[t]}" for t in tasks)
+    def metric_note(t: str) -> str:
+        r = next(r for (m, tt), r in results.items() if tt == t)
+        ranked = ranking_metric(r, t)
+        return f"{t}: {r['primary_metric']}" + (f" (ranked by {ranked})" if ranked != r["primary_metric"] else "")
+
+    lines += ["", "Metrics: " + ", ".join(metric_note(t) for t in tasks)
               + ". speech / music / overall: normalised scores (1 = best model on a task, 0 = worst)."]
     if _plot_sweep(ctx, dom_all, out_dir / "lambda_sweep.png"):
         lines += ["", "## Lambda sweep", "", "![lambda sweep](report/lambda_sweep.png)"]
