@@ -22,19 +22,23 @@ from .mert import load_mert
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 
-#: upstream name -> (folder under pretrained/, the family upstream whose loader reads it, summary)
+def _load_hubert(folder: str) -> Upstream:
+    return load_hf_encoder("hubert", folder)
+
+
+#: upstream name (= its folder under pretrained/) -> (family upstream, that family's loader, summary)
 BUNDLED_TEACHERS = {
-    "small_hubert": ("small_hubert", "hubert", "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
-    "small_mert": ("small_mert", "mert", "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
+    "small_hubert": ("hubert", _load_hubert, "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
+    "small_mert": ("mert", load_mert, "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
 }
 
 
-def bundled_dir(folder_name: str) -> Path:
-    return PRETRAINED / folder_name
+def bundled_dir(name: str) -> Path:
+    return PRETRAINED / name
 
 
 def _loader(name: str):
-    folder_name, family, _ = BUNDLED_TEACHERS[name]
+    family, load_family, _ = BUNDLED_TEACHERS[name]
 
     def load(source: str | None) -> Upstream:
         if source:
@@ -42,10 +46,10 @@ def _loader(name: str):
                 f"upstream '{name}' is the bundled model and takes no --model/--ckpt; "
                 f"load another folder with --upstream {family} --model PATH"
             )
-        folder = bundled_dir(folder_name)
+        folder = bundled_dir(name)
         if not (folder / "config.json").is_file():
             raise UpstreamError(f"the bundled model folder {folder} is missing (a broken install?)")
-        return load_hf_encoder("hubert", str(folder)) if family == "hubert" else load_mert(str(folder))
+        return load_family(str(folder))
 
     return load
 

@@ -30,6 +30,7 @@ import torch
 from audioembed.hookspecs import hookimpl
 from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
 
+from .bundled import bundled_dir
 from .hf import HFEncoderUpstream, read_json, wrap_hf_model
 
 FORMAT = "audioembed-student"
@@ -41,7 +42,7 @@ RESERVED_KEYS = ("format", "format_version", "sample_rate", "normalize")
 
 
 def bundled_unified_student_dir() -> Path:
-    return Path(__file__).resolve().parent / "pretrained" / "unified_student"
+    return bundled_dir("unified_student")
 
 
 def save_student(

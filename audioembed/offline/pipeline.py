@@ -373,7 +373,7 @@ def stage_evaluate(ctx: Context) -> dict:
     done = {}
     # Task by task, the slow CTC (ASR) probes last: a page written while this stage still runs
     # (`--only report`) then compares every model on the tasks finished so far.
-    order = sorted(tasks, key=lambda name: tasks[name]["task"] == "asr")
+    order = sorted(tasks, key=lambda name: tasks[name]["task"] in CTC_TASKS)
     table = models(ctx)
     for task_name in order:
         t = tasks[task_name]
