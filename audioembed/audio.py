@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -109,7 +109,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     )
 
 
-def _check_rate(target_sr: int) -> int:
+def check_rate(target_sr: int) -> int:
+    """``target_sr`` as an int; ``ValueError`` unless it is a positive integer."""
     if isinstance(target_sr, bool) or int(target_sr) != target_sr or target_sr <= 0:
         raise ValueError(f"target sample rate must be a positive integer, got {target_sr!r}")
     return int(target_sr)
@@ -189,7 +190,7 @@ def stream(
     a time. Block size never changes the result: concatenating the blocks gives exactly
     :func:`load`'s array, of length :func:`resampled_length`.
     """
-    target_sr = _check_rate(target_sr)
+    target_sr = check_rate(target_sr)
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds!r}")
     info = probe(path)
@@ -203,3 +204,47 @@ def load(path: str | os.PathLike, target_sr: int) -> np.ndarray:
     if not blocks:  # a few source samples can round to zero output samples
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(blocks)
+
+
+def decode_segment(
+    path: str | os.PathLike, start: int, count: int, source_rate: int, rates: Iterable[int]
+) -> dict[int, np.ndarray]:
+    """Frames ``start .. start + count`` of ``path`` (source rate ``source_rate``), mono
+    float32, at each rate in ``rates``: ``{rate: samples}``.
+
+    Why: training reads short crops of long files many times, so only the segment is
+    decoded. Each segment is resampled exactly as :func:`load` resamples a file holding just
+    that segment (libsoxr, same quality, one chunk + flush), so it has
+    :func:`resampled_length` samples. Raises :class:`AudioError` naming the file when the
+    segment cannot be decoded, is shorter than asked, or holds NaN/Inf samples.
+    """
+    path = os.fspath(path)
+    wanted = sorted({check_rate(r) for r in rates})
+    try:
+        raw = sf.read(path, frames=count, start=start, dtype="float32", always_2d=True)[0]
+    except Exception as err:  # libsndfile reports every decoder problem its own way
+        if not os.path.exists(path):
+            raise AudioError(path, "file not found") from err
+        raise AudioError(path, _libsndfile_reason(err)) from err
+    if raw.shape[0] != count:
+        raise AudioError(
+            path, f"truncated: frames {start}..{start + count} were planned but only {raw.shape[0]} could be decoded"
+        )
+    if not np.isfinite(raw).all():
+        raise AudioError(path, "contains NaN or Inf samples")
+    mono = _mono(raw)
+    out: dict[int, np.ndarray] = {}
+    for rate in wanted:
+        if rate == source_rate:
+            out[rate] = mono
+            continue
+        try:
+            resampler = soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality=_QUALITY)
+            y = resampler.resample_chunk(mono, last=True)
+        except Exception as err:
+            raise AudioError(path, f"cannot resample {source_rate} -> {rate} Hz ({err})") from err
+        expected = resampled_length(count, source_rate, rate)
+        if y.shape[0] != expected:  # never seen; keeps planned frame counts honest if soxr changes
+            y = np.pad(y, (0, expected - y.shape[0])) if y.shape[0] < expected else y[:expected]
+        out[rate] = np.ascontiguousarray(y, dtype=np.float32)
+    return out

@@ -43,7 +43,7 @@ def _suffix(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def _scan_directory(root: str, extensions: frozenset[str]) -> list[InputItem]:
+def scan_directory(root: str, extensions: frozenset[str]) -> list[InputItem]:
     """Audio files below ``root``; hidden files and folders (``.*``) are skipped."""
     items = []
     seen_dirs: set[str] = set()
@@ -75,8 +75,9 @@ def _to_str(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _manifest_rows(manifest: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """``(where, row)`` pairs; ``where`` names the line for error messages."""
+def manifest_rows(manifest: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """``(where, row)`` pairs of a ``.csv``/``.tsv``/``.jsonl`` manifest, every value a string;
+    ``where`` names the line for error messages. Task loaders read their own columns with it."""
     delimiter = MANIFEST_EXTENSIONS[_suffix(manifest)]
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark
@@ -132,7 +133,7 @@ def _manifest_rows(manifest: str) -> Iterator[tuple[str, dict[str, str]]]:
 def _read_manifest(manifest: str) -> list[InputItem]:
     base = os.path.dirname(manifest)
     items = []
-    for where, row in _manifest_rows(manifest):
+    for where, row in manifest_rows(manifest):
         raw_path = row["path"].strip()
         if not raw_path:
             raise InputError(f"{manifest}: {where}: empty path")
@@ -163,7 +164,7 @@ def collect_inputs(
         if not os.path.exists(full):
             raise InputError(f"{arg}: no such file or directory")
         if os.path.isdir(full):
-            items.extend(_scan_directory(full, exts))
+            items.extend(scan_directory(full, exts))
         elif _suffix(full) in MANIFEST_EXTENSIONS:
             items.extend(_read_manifest(full))
         elif _suffix(full) in exts:

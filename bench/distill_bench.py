@@ -13,11 +13,12 @@ Setup (everything synthetic and seeded, no network):
 * a DistilHuBERT-sized student (2 transformer layers of 768, initialised from the speech
   teacher: ``student.init = "teacher:speech"``) with one MLP head per teacher.
 
-Measured, each in a fresh process (model loading excluded from every timing):
+Measured, each in a fresh process (model loading excluded from the training timings):
 
 (a) online: ``Trainer.run`` with both teachers run on every batch;
-(c) the one-time cost: ``build_teacher_cache`` over the corpus (the work of
-    ``audioembed distill-cache``), plus the cache's size on disk;
+(c) the one-time cost: ``prepare_teacher_cache`` over the corpus (the work of
+    ``audioembed distill-cache``: reading the corpus headers, loading the teachers, running
+    them over every planned crop), plus the cache's size on disk;
 (b) cached: the same training steps reading the cached targets instead.
 
 Speed is audio seconds trained (sum of the crop durations of the timed steps) per wall second,
@@ -183,7 +184,8 @@ def window(a, b) -> dict:
 
 def child_train(raw: dict, warmup: int, steps: int) -> dict:
     from audioembed.distill.config import config_from_dict
-    from audioembed.distill.trainer import Trainer, read_log
+    from audioembed.distill.trainer import Trainer
+    from audioembed.training.runlog import read_log
 
     started = time.perf_counter()
     trainer = Trainer(config_from_dict(raw), progress=False, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
@@ -217,24 +219,15 @@ def child_train(raw: dict, warmup: int, steps: int) -> dict:
 
 
 def child_cache(raw: dict, batch_size: int) -> dict:
-    import torch
-
-    from audioembed.distill.cache import build_teacher_cache
+    from audioembed.distill.cache import prepare_teacher_cache
     from audioembed.distill.config import config_from_dict
-    from audioembed.distill.data import plan_crops, read_corpus
-    from audioembed.distill.trainer import load_teachers
 
     config = config_from_dict(raw)
-    d = config.data
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
-    items = read_corpus(d.manifests, d.default_domain, d.min_seconds, warn=warn)
-    crops = plan_crops(items, d.crop_seconds, d.min_seconds, d.cache_crops, config.run.seed)
-    teachers = load_teachers(config, torch.device("cpu"))
     a = mark()
-    written = build_teacher_cache(items, crops, [(t.spec, t.upstream) for t in teachers], d.cache_dir,
-                                  batch_size=batch_size, device="cpu", progress=False, warn=warn)
+    built = prepare_teacher_cache(config, device="cpu", batch_size=batch_size, progress=False, warn=warn)
     res = window(a, mark())
-    res.update(crops=len(crops), audio_s=float(sum(c.duration for c in crops)), written=written)
+    res.update(crops=built.crops, audio_s=built.audio_seconds, written=built.written)
     return res
 
 

@@ -15,31 +15,23 @@ stripped.
 Sample rate: preprocessor_config.json ``sampling_rate``, else config ``sample_rate``, else
 16000 (v0: 16 kHz / 50 Hz; v1: 24 kHz / 75 Hz; both hop 320). Per-utterance normalisation:
 preprocessor ``do_normalize`` (True when the file is absent). Batching is padding-exact
-(see :mod:`audioembed_plugins.hf`).
+(see :mod:`audioembed.models.hf_encoder`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import warnings
 from pathlib import Path
 
 import torch
 
 from audioembed.hookspecs import hookimpl
+from audioembed.models.hf_encoder import HFEncoderUpstream, read_json, refused_pickle, wrap_hf_model
 from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
 
-from .hf import (
-    HFEncoderUpstream,
-    hub_error,
-    hub_offline,
-    hub_snapshot,
-    hub_cache_dir,
-    local_folder,
-    preprocessor_settings,
-    read_json,
-    wrap_hf_model,
-)
+from .hf import hub_cache_dir, hub_error, hub_offline, hub_snapshot, local_folder, preprocessor_settings
 
 EXAMPLE = "m-a-p/MERT-v1-95M"
 MERT_MODEL_TYPE = "mert_model"
@@ -104,8 +96,10 @@ def read_state_dict(folder: Path, source: str) -> dict:
             raise UpstreamError(f"'{source}' has neither model.safetensors nor pytorch_model.bin (found: {present})")
     except UpstreamError:
         raise
+    except pickle.UnpicklingError:
+        raise refused_pickle(pt) from None
     except Exception as exc:
-        raise UpstreamError(f"cannot read the weights of '{source}': {type(exc).__name__}: {exc}") from None
+        raise UpstreamError(f"cannot read the weights of '{source}': {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UpstreamError(f"{path} is not a plain state dict of tensors")
     return state

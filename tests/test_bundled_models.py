@@ -23,7 +23,8 @@ from audioembed import load_upstream
 from audioembed.cli import main as cli
 from audioembed.upstream import UpstreamError
 from audioembed_plugins.bundled import PRETRAINED, bundled_dir
-from audioembed_plugins.student import bundled_unified_student_dir, read_student_metadata
+from audioembed.models.student_folder import read_student_metadata
+from audioembed_plugins.student import bundled_unified_student_dir
 
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))

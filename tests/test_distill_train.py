@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,13 @@ from tiny_models import CONV, make_tiny_hf, make_tiny_mert, single_thread
 
 from audioembed import load_upstream
 from audioembed.cli import main as cli
-from audioembed.distill.config import ConfigError, config_from_dict, dump_toml
+from audioembed.distill.config import config_from_dict, dump_toml
+from audioembed.training.config import ConfigError
 from audioembed.distill.data import BatchLoader
 from audioembed.distill.merge import task_vector
-from audioembed.distill.trainer import DistillError, Trainer, build_distiller, load_teachers, read_log
+from audioembed.distill.teachers import load_teachers
+from audioembed.distill.trainer import DistillError, Trainer, build_distiller
+from audioembed.training.runlog import read_log
 
 STUDENT_ARCH = dict(
     hidden_size=32,
@@ -186,6 +190,37 @@ def test_resume_is_exact(world, tmp_path):
     log = read_log(tmp_path / "resumed")
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in log] == [r["loss"] for r in read_log(tmp_path / "straight")]
+
+
+def test_resume_after_a_kill_logs_each_step_once(world, tmp_path):
+    """Steps logged after the last checkpoint are trained again on resume: the log keeps one
+    record per step (issue 13 item 13)."""
+    out = tmp_path / "run"
+    with single_thread():
+        make_trainer(world, out).run(until_step=5)  # checkpoints at 3 and 5, log 1..5
+        shutil.rmtree(out / "checkpoints" / "step-00000005")  # as if killed after logging 4, 5
+        make_trainer(world, out).run()
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(world, tmp_path):
+    """A trainer_state.pt cut short (e.g. by a copy) is named, and the run resumes exactly from
+    the previous checkpoint (issue 13 item 9)."""
+    with single_thread():
+        make_trainer(world, tmp_path / "straight").run()
+        make_trainer(world, tmp_path / "resumed", run={"keep_checkpoints": 3}).run(until_step=5)
+        state = tmp_path / "resumed" / "checkpoints" / "step-00000005" / "trainer_state.pt"
+        state.write_bytes(state.read_bytes()[:1000])
+        warnings = []
+        trainer = Trainer(config_from_dict(raw_config(world, tmp_path / "resumed", run={"keep_checkpoints": 3})),
+                          progress=False, warn=warnings.append)
+        trainer.run()
+    assert trainer.step == 6
+    assert len(warnings) == 1 and str(state) in warnings[0] and "previous checkpoint step-00000003" in warnings[0]
+    a = student_weights(tmp_path / "straight" / "student")
+    b = student_weights(tmp_path / "resumed" / "student")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_log(tmp_path / "resumed")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_changed_config_is_refused_on_resume(world, tmp_path):

@@ -26,7 +26,7 @@ from audioembed.distill.merge import (
     trim_top_k,
 )
 from audioembed.distill.student import StudentError, weights_fingerprint
-from audioembed_plugins.student import META_FILE, save_student
+from audioembed.models.student_folder import META_FILE, save_student
 
 
 @pytest.fixture(scope="module", autouse=True)

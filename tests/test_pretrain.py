@@ -13,8 +13,8 @@ from audio_gen import chirp, noise, tone, write_audio
 from tiny_models import single_thread
 
 from audioembed import load_upstream
-from audioembed.distill.config import ConfigError
-from audioembed.distill.trainer import checkpoint_dirs, load_checkpoint
+from audioembed.training.config import ConfigError
+from audioembed.training.checkpoints import checkpoint_dirs, load_checkpoint
 from audioembed.pretrain.commands import pretrain_command
 from audioembed.pretrain.config import load_config
 from audioembed.pretrain.model import span_mask
@@ -30,8 +30,9 @@ from audioembed.pretrain.targets import (
     mel_to_hz,
     save_codebooks,
 )
-from audioembed.pretrain.trainer import PretrainError, PretrainTrainer, read_log
-from audioembed_plugins.hf import conv_output_length
+from audioembed.pretrain.trainer import PretrainError, PretrainTrainer
+from audioembed.training.runlog import read_log
+from audioembed.models.hf_encoder import conv_output_length
 
 #: a tiny teacher with HuBERT's CNN geometry (hop 320), so frame rates are the real ones
 TINY_ARCH = (

@@ -21,7 +21,7 @@ from tiny_models import single_thread
 
 from audioembed import load_upstream
 from audioembed.cli import main as cli
-from audioembed.distill.config import ConfigError
+from audioembed.training.config import ConfigError
 from audioembed.offline import evalsets
 from audioembed.offline.pipeline import STAGES, load_recipe, run_recipe
 

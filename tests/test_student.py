@@ -20,7 +20,7 @@ from tiny_models import (
 
 from audioembed import UpstreamError, load_upstream
 from audioembed_plugins import student as student_plugin
-from audioembed_plugins.student import META_FILE, save_student
+from audioembed.models.student_folder import META_FILE, read_student_metadata, save_student
 
 LENGTHS = (5000, 1200, 260, 35)
 
@@ -169,6 +169,6 @@ def test_save_student_validates(tmp_path):
 def test_save_student_round_trip_metadata(tmp_path):
     meta = {"teachers": ["hubert", "mert"], "target_layers": {"hubert": [4, 8, 12]}, "init_fingerprint": "abc"}
     folder = save_student(tiny_student_model(), tmp_path / "rt", metadata=meta)
-    on_disk = student_plugin.read_student_metadata(folder)
+    on_disk = read_student_metadata(folder)
     assert on_disk["teachers"] == ["hubert", "mert"] and on_disk["target_layers"] == {"hubert": [4, 8, 12]}
     assert on_disk["init_fingerprint"] == "abc" and on_disk["training"] == {}

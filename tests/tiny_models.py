@@ -287,8 +287,8 @@ def tiny_student_model(seed: int = 0):
 
 
 def make_tiny_student(folder, seed: int = 0, **save_kwargs) -> Path:
-    """Write a tiny student checkpoint with ``audioembed_plugins.student.save_student``."""
-    from audioembed_plugins.student import save_student
+    """Write a tiny student checkpoint with ``audioembed.models.student_folder.save_student``."""
+    from audioembed.models.student_folder import save_student
 
     metadata = {
         "teachers": [{"name": "hubert", "source": "tiny"}],

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
@@ -29,8 +30,8 @@ from ..audio import AudioError
 from ..extraction import store_attrs
 from ..store import FeatureReader, FeatureWriter, StoreError
 from ..upstream import Upstream
-from .config import TeacherSpec, default_target_layers
-from .data import Crop, CorpusItem, DataError, Warn, _default_warn, collate, load_crop
+from .config import DistillConfig, TeacherSpec, default_target_layers
+from .data import Crop, CorpusItem, DataError, Warn, collate, default_warn, load_crop, plan_crops, read_corpus
 
 CROPS_FILE = "crops.jsonl"
 REBUILD_HINT = "rebuild it with `audioembed distill-cache` (into another folder, or delete the old one)"
@@ -185,7 +186,7 @@ def build_teacher_cache(
     """
     from tqdm.auto import tqdm
 
-    warn = warn or _default_warn
+    warn = warn or default_warn
     if not crops:
         raise CacheError("no crops to cache (is the corpus empty, or every item shorter than min_seconds?)")
     if batch_size < 1:
@@ -240,6 +241,56 @@ def build_teacher_cache(
     return written
 
 
+@dataclass(frozen=True)
+class CacheBuild:
+    """What :func:`prepare_teacher_cache` did."""
+
+    cache_dir: str
+    #: crops planned (the cache holds every one of them for every teacher)
+    crops: int
+    #: seconds of audio in the planned crops
+    audio_seconds: float
+    #: crops newly written per teacher (0 for a teacher already complete)
+    written: dict[str, int]
+
+
+def prepare_teacher_cache(
+    config: DistillConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    warn: Warn | None = None,
+) -> CacheBuild:
+    """Plan the crops of ``config`` and run its teachers over them (resumable).
+
+    Why one function: the trainer finds its targets by crop key, and the crop plan depends on
+    the corpus, ``[data]`` crop settings and ``run.seed``; planning it here, for the command,
+    the recipe and the benchmark alike, keeps every cache the one the trainer will look for.
+    ``cache_dir`` and ``device`` default to the config's ``data.cache_dir`` and ``run.device``.
+    """
+    from ..registry import resolve_device
+    from ..training.config import ConfigError
+    from .teachers import load_teachers
+
+    d = config.data
+    cache_dir = os.fspath(cache_dir or d.cache_dir)
+    if not cache_dir:
+        raise ConfigError(f"{config.source}: no cache folder: set [data] cache_dir (or pass one)")
+    if not d.manifests:
+        raise ConfigError(f"{config.source}: [data] manifests is empty")
+    dev = resolve_device(device or config.run.device)
+    items = read_corpus(d.manifests, d.default_domain, d.min_seconds, warn=warn)
+    crops = plan_crops(items, d.crop_seconds, d.min_seconds, d.cache_crops, config.run.seed)
+    teachers = load_teachers(config, dev)
+    written = build_teacher_cache(
+        items, crops, [(t.spec, t.upstream) for t in teachers], cache_dir,
+        batch_size=batch_size, device=str(dev), progress=progress, warn=warn,
+    )
+    return CacheBuild(cache_dir, len(crops), float(sum(c.duration for c in crops)), written)
+
+
 @torch.no_grad()
 def _run_batch(upstream, layers, good, items, writer: FeatureWriter, dev) -> int:
     wavs, lengths = collate([w for _, _, w in good])
@@ -286,7 +337,7 @@ class TeacherCache:
         warn: Warn | None = None,
     ):
         self.cache_dir = Path(cache_dir)
-        self.warn = warn or _default_warn
+        self.warn = warn or default_warn
         self.records = read_crop_records(self.cache_dir)
         self.readers: dict[str, FeatureReader] = {}
         self.layers: dict[str, list[int]] = {}

@@ -82,31 +82,20 @@ def distill_cache_command(config_path, overrides, output, batch_size, device, qu
 
     Resumable: rerunning skips crops already stored. Train on it with data.cache_dir = OUTPUT.
     """
-    from ..registry import resolve_device
     from ..upstream import UpstreamError
-    from .cache import build_teacher_cache
+    from .cache import prepare_teacher_cache
     from .config import ConfigError
-    from .data import DataError, plan_crops, read_corpus
-    from .trainer import load_teachers
+    from .data import DataError
 
     config = _load(config_path, overrides)
     cache_dir = output or config.data.cache_dir
     if not cache_dir:
         raise click.ClickException("no cache folder: pass --output DIR or set data.cache_dir in the config")
-    d = config.data
     try:
-        if not d.manifests:
-            raise ConfigError(f"{config.source}: [data] manifests is empty")
-        dev = resolve_device(device or config.run.device)
-        items = read_corpus(d.manifests, d.default_domain, d.min_seconds, warn=_warn)
-        crops = plan_crops(items, d.crop_seconds, d.min_seconds, d.cache_crops, config.run.seed)
-        teachers = load_teachers(config, dev)
-        written = build_teacher_cache(
-            items, crops, [(t.spec, t.upstream) for t in teachers], cache_dir,
-            batch_size=batch_size, device=str(dev), progress=not quiet, warn=_warn,
-        )
+        built = prepare_teacher_cache(config, cache_dir=cache_dir, device=device, batch_size=batch_size,
+                                      progress=not quiet, warn=_warn)
     except (ConfigError, DataError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None
-    for name, count in written.items():
+    for name, count in built.written.items():
         click.echo(f"{name}: {count} new crops", err=False)
-    click.echo(f"cache: {cache_dir} ({len(crops)} crops planned)", file=sys.stdout)
+    click.echo(f"cache: {built.cache_dir} ({built.crops} crops planned)", file=sys.stdout)

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
-from ..audio import _QUALITY, AudioError, _check_rate, _libsndfile_reason, _mono, probe, resampled_length
+from ..audio import AudioError, check_rate, decode_segment, probe
 from ..inputs import InputError, collect_inputs
 
 Warn = Callable[[str], None]
@@ -36,7 +34,7 @@ class DataError(ValueError):
     """The training data cannot be used as asked; the message names the file or setting."""
 
 
-def _default_warn(message: str) -> None:
+def default_warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
@@ -72,7 +70,7 @@ def read_corpus(
     are reported through ``warn`` and skipped (one bad file must not stop a training run);
     items shorter than ``min_seconds`` are skipped with one summary warning.
     """
-    warn = warn or _default_warn
+    warn = warn or default_warn
     try:
         inputs = collect_inputs(list(manifests))
     except InputError as exc:
@@ -346,40 +344,10 @@ def load_crop(item: CorpusItem, crop: Crop, rates: Iterable[int]) -> dict[int, n
     array has :func:`~audioembed.audio.resampled_length` samples of the segment. Raises
     :class:`~audioembed.audio.AudioError` naming the file when it cannot be used.
     """
-    rates = sorted({_check_rate(r) for r in rates})
-    path = item.path
     start, count = crop_frames(item, crop)
     if count <= 0:
-        raise AudioError(path, f"crop at {crop.start:.3f} s lies outside the file ({item.duration:.3f} s)")
-    try:
-        raw = sf.read(path, frames=count, start=start, dtype="float32", always_2d=True)[0]
-    except Exception as err:  # libsndfile reports every decoder problem its own way
-        if not os.path.exists(path):
-            raise AudioError(path, "file not found") from err
-        raise AudioError(path, _libsndfile_reason(err)) from err
-    if raw.shape[0] != count:
-        raise AudioError(
-            path, f"truncated: frames {start}..{start + count} were planned but only {raw.shape[0]} could be decoded"
-        )
-    if not np.isfinite(raw).all():
-        raise AudioError(path, "contains NaN or Inf samples")
-    mono = _mono(raw)
-    out: dict[int, np.ndarray] = {}
-    for rate in rates:
-        if rate == item.sample_rate:
-            out[rate] = mono
-            continue
-        try:
-            # one chunk + flush: the same samples audio.stream gives for a file of this segment
-            resampler = soxr.ResampleStream(item.sample_rate, rate, 1, dtype="float32", quality=_QUALITY)
-            y = resampler.resample_chunk(mono, last=True)
-        except Exception as err:
-            raise AudioError(path, f"cannot resample {item.sample_rate} -> {rate} Hz ({err})") from err
-        expected = resampled_length(count, item.sample_rate, rate)
-        if y.shape[0] != expected:  # never seen; keeps planned frame counts honest if soxr changes
-            y = np.pad(y, (0, expected - y.shape[0])) if y.shape[0] < expected else y[:expected]
-        out[rate] = np.ascontiguousarray(y, dtype=np.float32)
-    return out
+        raise AudioError(item.path, f"crop at {crop.start:.3f} s lies outside the file ({item.duration:.3f} s)")
+    return decode_segment(item.path, start, count, item.sample_rate, rates)
 
 
 def collate(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -454,7 +422,7 @@ class BatchLoader:
     ):
         self.items = list(items)
         self.sampler = sampler
-        self.rates = sorted({_check_rate(r) for r in rates})
+        self.rates = sorted({check_rate(r) for r in rates})
         if not self.rates:
             raise DataError("the loader needs at least one sample rate")
         if world < 1 or not 0 <= rank < world:
@@ -471,7 +439,7 @@ class BatchLoader:
         self.workers = max(0, int(workers))
         self.prefetch = max(1, int(prefetch))
         self.retries = max(0, int(retries))
-        self.warn = warn or _default_warn
+        self.warn = warn or default_warn
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None

@@ -29,6 +29,8 @@ from typing import Mapping, Sequence
 import click
 import torch
 
+from ..models.hf_encoder import load_pretrained
+from ..models.student_folder import HEADS_FILE, META_FILE, read_student_metadata, save_student
 from .student import StudentError, architecture, weights_fingerprint
 
 #: (l_1, l_2) grid of ``--sweep`` for two students (l_1 + l_2 = 1)
@@ -53,8 +55,6 @@ def load_for_merge(folder) -> tuple:
     """``(HubertModel, metadata)`` of a student folder, float32, eval mode."""
     from transformers import HubertModel
 
-    from audioembed_plugins.student import read_student_metadata
-
     from ..upstream import UpstreamError
 
     folder = Path(folder)
@@ -68,11 +68,9 @@ def load_for_merge(folder) -> tuple:
     if not (folder / "config.json").is_file():
         raise MergeError(f"cannot merge '{folder}': it has no config.json")
     try:
-        model, info = HubertModel.from_pretrained(
-            str(folder), local_files_only=True, dtype=torch.float32, output_loading_info=True
-        )
-    except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        raise MergeError(f"cannot load the student weights in '{folder}': {' '.join(str(exc).split())}") from None
+        model, info = load_pretrained(HubertModel, folder, dtype=torch.float32, output_loading_info=True)
+    except UpstreamError as exc:
+        raise MergeError(f"cannot merge '{folder}': {exc}") from None
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_SKIP_SUFFIX))
     unexpected = sorted(info.get("unexpected_keys", ()))
     if missing or unexpected:
@@ -281,8 +279,6 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def _check_output(output: Path, inputs: Sequence[Path], *, sweep: bool = False) -> None:
     """The output must not be an input, and must be new, empty or an earlier merge output."""
-    from audioembed_plugins.student import META_FILE
-
     for path in inputs:
         if _same_path(output, path):
             raise MergeError(f"the output '{output}' is one of the input students; choose another folder")
@@ -294,7 +290,7 @@ def _check_output(output: Path, inputs: Sequence[Path], *, sweep: bool = False) 
         return
     if sweep and (output / SWEEP_INDEX).is_file():
         return
-    if not sweep and (output / META_FILE).is_file() and not (output / "heads.safetensors").exists():
+    if not sweep and (output / META_FILE).is_file() and not (output / HEADS_FILE).exists():
         try:
             previous = json.loads((output / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -328,8 +324,6 @@ class _Prepared:
         raise MergeError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)}")
 
     def write(self, output: Path, weights: Sequence[float], method: str, ties_k: float) -> Path:
-        from audioembed_plugins.student import save_student
-
         state = self.merge(weights, method, ties_k)
         model = self.base_model
         with torch.no_grad():

@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -30,19 +29,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..registry import load_upstream, resolve_device
-from ..upstream import Upstream
+from ..models.hf_encoder import load_pretrained, wrap_hf_model
+from ..models.student_folder import HEADS_FILE, META_FILE, read_student_metadata, save_student
+from ..registry import resolve_device
+from ..training.checkpoints import CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder, save_checkpoint
+from ..training.config import ConfigError
+from ..training.optim import make_optimizer
+from ..training.runlog import RunLog, truncate_log
+from ..upstream import Upstream, UpstreamError
 from .align import resample_frames
-from .config import ConfigError, DistillConfig, TeacherSpec, default_target_layers, dump_toml
+from .config import DistillConfig, dump_toml
+from .teachers import Teacher, load_teachers
 from .heads import PredictionHeads
 from .loss import combine, per_sample_terms
 from .pcgrad import pcgrad_backward
 from .student import InitReport, StudentError, average_state_dicts, copy_fitting, student_config, build_student, weights_fingerprint
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.pt"
-LOG_FILE = "log.jsonl"
-
 
 class DistillError(RuntimeError):
     """Training cannot start or continue; the message says why and what to do."""
@@ -86,54 +87,6 @@ def _all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Teacher:
-    """A teacher as the loop sees it: its spec, target layers, rates, and (online) its model."""
-
-    spec: TeacherSpec
-    layers: list[int]
-    sample_rate: int
-    hop_length: int
-    hidden_size: int
-    upstream: Upstream | None
-    weights_hash: str
-
-    def describe(self) -> dict:
-        return {
-            "name": self.spec.name,
-            "upstream": self.spec.upstream,
-            "model": self.spec.model,
-            "layers": self.layers,
-            "domains": list(self.spec.domains),
-            "weight": self.spec.weight,
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.sample_rate / self.hop_length,
-            "hidden_size": self.hidden_size,
-            "weights_hash": self.weights_hash,
-        }
-
-
-def load_teachers(config: DistillConfig, device: torch.device) -> list[Teacher]:
-    teachers = []
-    for spec in config.teachers:
-        upstream = load_upstream(spec.upstream, model=spec.model, device=str(device))
-        upstream.eval()
-        for p in upstream.parameters():
-            p.requires_grad_(False)
-        depth = upstream.num_layers - 1
-        layers = list(spec.layers) if spec.layers is not None else default_target_layers(depth)
-        bad = [i for i in layers if not 0 <= i < upstream.num_layers]
-        if bad:
-            raise ConfigError(
-                f"{config.source}: teacher '{spec.name}' has hidden states 0..{upstream.num_layers - 1}; "
-                f"target layers {bad} do not exist"
-            )
-        teachers.append(
-            Teacher(spec, layers, upstream.sample_rate, upstream.hop_length, upstream.hidden_size, upstream, upstream.weights_hash())
-        )
-    return teachers
-
-
 def _hf_model(teacher: Teacher):
     model = getattr(teacher.upstream, "model", None)
     if model is None or not hasattr(getattr(model, "config", None), "conv_stride"):
@@ -174,11 +127,12 @@ def init_student(config: DistillConfig, teachers: list[Teacher]):
         sources = [f"{t.spec.upstream}:{t.spec.model}" for t in (a, b)]
         return model, InitReport("average", sources, len(copied), len(model.state_dict()))
     # a student folder, e.g. the shared theta_0 of task-arithmetic students
-    from audioembed_plugins.student import read_student_metadata
-
     folder = Path(init)
-    read_student_metadata(folder)
-    model = HubertModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+    try:
+        read_student_metadata(folder)
+        model = load_pretrained(HubertModel, folder, dtype=torch.float32)
+    except UpstreamError as exc:
+        raise StudentError(f"[student] init: {exc}") from None
     if arch:
         want = student_config(arch, model.config)
         from .student import architecture
@@ -212,8 +166,6 @@ class Distiller(nn.Module):
 
 
 def build_distiller(config: DistillConfig, teachers: list[Teacher]) -> tuple[Distiller, InitReport, str]:
-    from audioembed_plugins.hf import wrap_hf_model
-
     model, report = init_student(config, teachers)
     fingerprint = weights_fingerprint(model)
     student = wrap_hf_model(model, sample_rate=config.student.sample_rate, normalize=config.student.normalize, source=None, name="student")
@@ -224,78 +176,8 @@ def build_distiller(config: DistillConfig, teachers: list[Teacher]) -> tuple[Dis
 
 
 # --------------------------------------------------------------------------------------
-# optimisation
-# --------------------------------------------------------------------------------------
-
-
-def warmup_steps(config: DistillConfig) -> int:
-    w = config.optim.warmup
-    return int(w) if w >= 1 else int(round(w * config.optim.max_steps))
-
-
-def make_optimizer(config: DistillConfig, model: nn.Module):
-    o = config.optim
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
-    )
-    warm, total = warmup_steps(config), o.max_steps
-
-    def factor(step: int) -> float:  # step = optimiser steps taken so far
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return optimizer, scheduler
-
-
-# --------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------
-
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a checkpoint is complete once renamed into place)."""
-    root = output_dir / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(output_dir: Path, step: int, state: dict, keep: int) -> Path:
-    root = output_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(path: Path) -> dict:
-    # weights_only: a checkpoint is data, never code
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-# --------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------
-
-
-#: run settings that may change between a run and its resumption
-_RESUMABLE_CHANGES = {"checkpoint_every", "keep_checkpoints", "log_every", "tensorboard", "device", "workers"}
-
-
-def _identity(config: DistillConfig) -> dict:
-    d = config.as_dict()
-    d["run"] = {k: v for k, v in d["run"].items() if k not in _RESUMABLE_CHANGES}
-    return d
 
 
 @dataclass
@@ -349,7 +231,7 @@ class Trainer:
             torch.cuda.empty_cache()
 
         self.distiller.to(self.device)
-        self.optimizer, self.scheduler = make_optimizer(config, self.distiller)
+        self.optimizer, self.scheduler = make_optimizer(config.optim, self.distiller)
         precision = config.optim.precision if self.device.type == "cuda" else "fp32"
         if precision != config.optim.precision and self.world.is_main:
             self.warn(f"precision {config.optim.precision} needs CUDA; training in fp32 on {self.device}")
@@ -418,34 +300,17 @@ class Trainer:
                 "data order is unchanged, dropout randomness is not"
             )
 
-    def _prepare_output(self) -> Path | None:
-        """Create the run folder or check it belongs to this config; the checkpoint to resume."""
-        out = self.output_dir
-        saved = out / "config.toml"
-        if saved.is_file():
-            from .config import load_config
+    def _open_run_folder(self) -> bool:
+        """Create the run folder or check that it holds this config; True when resuming."""
+        from .config import load_config
 
-            try:
-                previous = load_config(saved)
-            except ConfigError as exc:
-                raise DistillError(f"{out} holds a run whose config cannot be read ({exc}); use another output_dir") from None
-            if _identity(previous) != _identity(self.config):
-                a, b = _identity(previous), _identity(self.config)
-                diffs = [f"{s}.{k}" for s in b if isinstance(b[s], dict) for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
-                if a["teachers"] != b["teachers"]:
-                    diffs.insert(0, "teachers")
-                raise DistillError(
-                    f"{out} holds a run with another config (differs in: {', '.join(diffs) or 'details'}); "
-                    "use another run.output_dir or delete the folder"
-                )
-            ckpts = checkpoint_dirs(out)
-            return ckpts[-1] if ckpts else None
-        if self.world.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / "config.toml.tmp"
-            tmp.write_text(dump_toml(self.config), encoding="utf-8")
-            os.replace(tmp, saved)
-        return None
+        try:
+            return open_run_folder(
+                self.output_dir, self.config.identity(), lambda path: load_config(path).identity(),
+                dump_toml(self.config), write=self.world.is_main,
+            )
+        except CheckpointError as exc:
+            raise DistillError(str(exc)) from None
 
     # -- one optimiser step ------------------------------------------------------------
 
@@ -564,14 +429,12 @@ class Trainer:
     def save_student(self, folder: Path, *, with_heads: bool = True) -> Path:
         from safetensors.torch import save_file
 
-        from audioembed_plugins.student import save_student
-
         meta = self.student_metadata()
         save_student(self.distiller.student, folder, sample_rate=self.config.student.sample_rate,
                      normalize=self.config.student.normalize, metadata=meta)
         if with_heads:
             heads = {k: v.detach().cpu().contiguous() for k, v in self.distiller.heads.state_dict().items()}
-            save_file(heads, str(folder / "heads.safetensors"), metadata={"design": json.dumps(self.distiller.heads.design)})
+            save_file(heads, str(folder / HEADS_FILE), metadata={"design": json.dumps(self.distiller.heads.design)})
         return folder
 
     def student_metadata(self) -> dict:
@@ -605,16 +468,21 @@ class Trainer:
         Returns the folder of the final student, or of the last checkpoint when stopped early.
         """
         cfg = self.config
-        resume = self._prepare_output()
-        if self.world.is_main and not (self.output_dir / "init" / "audioembed_student.json").is_file():
+        resuming = self._open_run_folder()
+        try:
+            resume = load_latest_checkpoint(self.output_dir, self.warn if self.world.is_main else lambda _: None) if resuming else None
+        except CheckpointError as exc:
+            raise DistillError(str(exc)) from None
+        if self.world.is_main and not (self.output_dir / "init" / META_FILE).is_file():
             if resume is None:  # theta_0, the base of task vectors
                 self.save_student(self.output_dir / "init", with_heads=False)
         if init_only:
             self._barrier()
             return self.output_dir / "init"
         if resume is not None:
-            self.load_state_dict(load_checkpoint(resume))
+            self.load_state_dict(resume[1])
             if self.world.is_main:
+                truncate_log(self.output_dir, self.step)
                 print(f"resuming {self.output_dir} from step {self.step}", file=sys.stderr)
         else:
             torch.manual_seed(cfg.run.seed * 1000 + self.world.rank)
@@ -696,7 +564,7 @@ class _Logger:
 
     def __init__(self, output_dir: Path, active: bool, tensorboard: bool):
         self.active = active
-        self.file = open(output_dir / LOG_FILE, "a", encoding="utf-8") if active else None
+        self.log_file = RunLog(output_dir, active)
         self.tb = None
         if active and tensorboard:
             try:
@@ -708,8 +576,7 @@ class _Logger:
     def log(self, record: dict) -> None:
         if not self.active:
             return
-        self.file.write(json.dumps(record, allow_nan=True) + "\n")
-        self.file.flush()
+        self.log_file.write(record)
         if self.tb is not None:
             step = record["step"]
             self.tb.add_scalar("loss", record["loss"], step)
@@ -721,14 +588,6 @@ class _Logger:
                             self.tb.add_scalar(f"{name}/{kind}/layer{layer}", value, step)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        self.log_file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def read_log(output_dir: str | os.PathLike) -> list[dict]:
-    path = Path(output_dir) / LOG_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..distill.config import ConfigError, apply_overrides, read_raw
+from ..training.config import ConfigError, apply_overrides, read_raw
 
 STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
 
@@ -256,23 +256,16 @@ def _student_raw(ctx: Context, run: Mapping, corpus: Path, *, cache: bool = True
 
 def stage_caches(ctx: Context) -> dict:
     """Run each teacher once over the training crops (float16 targets in HDF5)."""
-    from ..distill.cache import build_teacher_cache
+    from ..distill.cache import prepare_teacher_cache
     from ..distill.config import config_from_dict
-    from ..distill.data import plan_crops, read_corpus
-    from ..distill.trainer import load_teachers
-    from ..registry import resolve_device
 
     if not ctx.section("students").get("cache", True):
         return {"cache": None}
     corpus = _distill_corpus(ctx)
     config = config_from_dict(_student_raw(ctx, {"name": "cache", "teachers": ["speech", "music"]}, corpus),
                               ctx.base_dir, ctx.source)
-    items = read_corpus(config.data.manifests, config.data.default_domain, config.data.min_seconds, warn=ctx.log)
-    crops = plan_crops(items, config.data.crop_seconds, config.data.min_seconds, config.data.cache_crops, seed=ctx.seed)
-    teachers = load_teachers(config, resolve_device(ctx.device))
-    written = build_teacher_cache(items, crops, [(t.spec, t.upstream) for t in teachers], config.data.cache_dir,
-                                  progress=ctx.progress, warn=ctx.log)
-    return {"cache": config.data.cache_dir, "crops": len(crops), "written": written}
+    built = prepare_teacher_cache(config, progress=ctx.progress, warn=ctx.log)
+    return {"cache": built.cache_dir, "crops": built.crops, "written": built.written}
 
 
 def _train_student(ctx: Context, raw: dict, init_only: bool = False) -> Path:

@@ -1,7 +1,7 @@
 """The pretraining config: one TOML or YAML file plus ``--set`` overrides.
 
-The file format, ``--set`` syntax and validation messages are those of the distillation
-config (:mod:`audioembed.distill.config`, whose helpers are reused). ``kind`` picks the
+The file format, ``--set`` syntax and path rules are the training layer's
+(:mod:`audioembed.training.config`), shared with the distillation config. ``kind`` picks the
 defaults: ``"hubert"`` (speech, 16 kHz, MFCC units) or ``"mert"`` (music, 24 kHz, log-mel and
 chroma units plus CQT reconstruction). A field left out takes its kind's default; a
 field given explicitly always wins.
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..distill.config import ConfigError, _build, apply_overrides, read_raw
+from ..training.config import ConfigError, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import dump_toml as dump_config_toml
 
 KINDS = ("hubert", "mert")
 
@@ -65,7 +66,7 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class DataConfig:
+class DataSection:
     #: corpus manifests (.csv/.tsv/.jsonl with a path column) or folders
     manifests: list[str] = field(default_factory=list)
     #: domain recorded for items without a 'domain' column (informational)
@@ -76,9 +77,17 @@ class DataConfig:
     min_seconds: float = 1.0
     batch_size: int = 8
 
+    def validate(self, where: str) -> None:
+        if isinstance(self.manifests, str):
+            self.manifests = [self.manifests]
+        if self.batch_size < 1:
+            raise ConfigError(f"{where} batch_size must be >= 1")
+        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
+            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
+
 
 @dataclass
-class ModelConfig:
+class ModelSection:
     #: HubertConfig overrides of :data:`SMALL_TEACHER`, e.g. {num_hidden_layers = 6}
     arch: dict[str, Any] = field(default_factory=dict)
     #: 16000 for the speech teacher, 24000 for the music teacher
@@ -86,9 +95,15 @@ class ModelConfig:
     #: per-utterance zero-mean unit-variance input (written as do_normalize)
     normalize: bool = False
 
+    def validate(self, where: str) -> None:
+        if self.sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
+            raise ConfigError(f"{where} sample_rate {self.sample_rate} is not a usual audio rate")
+        if not isinstance(self.arch, Mapping):
+            raise ConfigError(f"{where} arch must be a table of HubertConfig fields")
+
 
 @dataclass
-class UnitsConfig:
+class UnitsSection:
     #: 1: k-means of DSP features; 2: k-means of a previous teacher's hidden states
     iteration: int = 1
     #: iteration 1: one codebook (and one prediction head) per feature: mfcc, logmel, chroma
@@ -102,9 +117,32 @@ class UnitsConfig:
     #: iteration 2: hidden state of the teacher to cluster (0 = CNN + projection, N = last)
     layer: int = -1
 
+    def validate(self, where: str) -> None:
+        from .targets import FEATURES
+
+        if isinstance(self.features, str):
+            self.features = [self.features]
+        if self.iteration not in (1, 2):
+            raise ConfigError(f"{where} iteration must be 1 or 2")
+        if self.iteration == 1:
+            bad = [f for f in self.features if f not in FEATURES or f == "cqt"]
+            if not self.features or bad:
+                raise ConfigError(f"{where} features must be a non-empty list of mfcc, logmel, chroma (got {self.features})")
+            if len(set(self.features)) != len(self.features):
+                raise ConfigError(f"{where} features repeats a feature: {self.features}")
+        else:
+            if not self.teacher:
+                raise ConfigError(f"{where} iteration 2 needs teacher = the folder of an iteration-1 teacher")
+            if self.layer < 0:
+                raise ConfigError(f"{where} iteration 2 needs layer = the teacher hidden state to cluster (>= 0)")
+        if self.k < 2:
+            raise ConfigError(f"{where} k must be >= 2")
+        if self.fit_seconds <= 0:
+            raise ConfigError(f"{where} fit_seconds must be > 0")
+
 
 @dataclass
-class TargetsConfig:
+class TargetsSection:
     #: analysis window in samples at the model's rate, centred on each model frame
     win: int = 400
     n_mels: int = 64
@@ -117,18 +155,26 @@ class TargetsConfig:
     cqt_bands: int = 84
     cqt_bands_per_octave: int = 12
 
+    def validate(self, where: str) -> None:
+        if self.win < 16:
+            raise ConfigError(f"{where} win must be at least 16 samples")
+
 
 @dataclass
-class MaskConfig:
+class MaskSection:
     #: HuBERT / transformers convention: prob / length of the valid frames start a span
     #: (0.8 / 10 = 8 % starts, about half of the frames masked after overlaps)
     prob: float = 0.8
     length: int = 10
     min_masks: int = 2
 
+    def validate(self, where: str) -> None:
+        if not 0 < self.prob <= 1 or self.length < 1 or self.min_masks < 0:
+            raise ConfigError(f"{where} need 0 < prob <= 1, length >= 1, min_masks >= 0")
+
 
 @dataclass
-class LossConfig:
+class LossSection:
     #: weight of the prediction loss on unmasked frames (HuBERT Base: 0)
     unmasked_weight: float = 0.0
     #: cosine-similarity logits are divided by this (HuBERT: 0.1)
@@ -138,9 +184,13 @@ class LossConfig:
     #: weight of the MSE reconstruction of CQT-like bands on masked frames (0 = off)
     cqt_weight: float = 0.0
 
+    def validate(self, where: str) -> None:
+        if self.temperature <= 0 or self.embed_dim < 1 or self.cqt_weight < 0 or self.unmasked_weight < 0:
+            raise ConfigError(f"{where} need temperature > 0, embed_dim >= 1, non-negative weights")
+
 
 @dataclass
-class OptimConfig:
+class OptimSection:
     lr: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
@@ -150,9 +200,18 @@ class OptimConfig:
     max_steps: int = 1500
     grad_clip: float = 10.0
 
+    def validate(self, where: str) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"{where} max_steps must be >= 1")
+        if not isinstance(self.betas, list) or len(self.betas) != 2:
+            raise ConfigError(f"{where} betas must be a list of two numbers")
+
 
 @dataclass
-class RunConfig:
+class RunSection:
+    #: fields that may change between a run and its resumption
+    RESUMABLE = frozenset({"checkpoint_every", "keep_checkpoints", "log_every", "device", "workers"})
+
     output_dir: str = "runs/pretrain"
     seed: int = 0
     checkpoint_every: int = 250
@@ -162,24 +221,34 @@ class RunConfig:
     #: audio decoding threads feeding the loop
     workers: int = 1
 
+    def validate(self, where: str) -> None:
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError(f"{where} checkpoint_every and log_every must be >= 1")
+
 
 @dataclass
 class PretrainConfig:
     kind: str = "hubert"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    units: UnitsConfig = field(default_factory=UnitsConfig)
-    targets: TargetsConfig = field(default_factory=TargetsConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    units: UnitsSection = field(default_factory=UnitsSection)
+    targets: TargetsSection = field(default_factory=TargetsSection)
+    mask: MaskSection = field(default_factory=MaskSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
     source: str = field(default="<dict>", compare=False)
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out.pop("source")
         return out
+
+    def identity(self) -> dict:
+        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
+        d = self.as_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k not in RunSection.RESUMABLE}
+        return d
 
     def arch(self) -> dict[str, Any]:
         """The full HubertConfig architecture: :data:`SMALL_TEACHER` with ``model.arch`` on top."""
@@ -194,28 +263,19 @@ class PretrainConfig:
 
 
 SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "units": UnitsConfig,
-    "targets": TargetsConfig,
-    "mask": MaskConfig,
-    "loss": LossConfig,
-    "optim": OptimConfig,
-    "run": RunConfig,
+    "data": DataSection,
+    "model": ModelSection,
+    "units": UnitsSection,
+    "targets": TargetsSection,
+    "mask": MaskSection,
+    "loss": LossSection,
+    "optim": OptimSection,
+    "run": RunSection,
 }
-
-
-def _resolve(path: str, base: Path | None) -> str:
-    path = os.path.expanduser(str(path))
-    if base is not None and not os.path.isabs(path):
-        path = os.path.normpath(os.path.join(base, path))
-    return path
 
 
 def config_from_dict(raw: Mapping, base_dir: str | os.PathLike | None = None, source: str = "<dict>") -> PretrainConfig:
     """Validate a raw mapping (parsed file + overrides) into a :class:`PretrainConfig`."""
-    from .targets import FEATURES
-
     raw = dict(raw)
     unknown = sorted(set(raw) - set(SECTIONS) - {"kind"})
     if unknown:
@@ -229,55 +289,13 @@ def config_from_dict(raw: Mapping, base_dir: str | os.PathLike | None = None, so
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table")
         merged = {**KIND_DEFAULTS[kind].get(name, {}), **values}
-        sections[name] = _build(cls, merged, f"{source}: [{name}]")
+        sections[name] = build_section(cls, merged, f"{source}: [{name}]")
     cfg = PretrainConfig(kind=kind, source=source, **sections)
     base = Path(base_dir) if base_dir is not None else None
-    d, u, m, o, r = cfg.data, cfg.units, cfg.model, cfg.optim, cfg.run
-    if isinstance(d.manifests, str):
-        d.manifests = [d.manifests]
-    d.manifests = [_resolve(p, base) for p in d.manifests]
-    r.output_dir = _resolve(r.output_dir, base)
-    if u.teacher:
-        u.teacher = _resolve(u.teacher, base)
-    if isinstance(u.features, str):
-        u.features = [u.features]
-    if d.batch_size < 1:
-        raise ConfigError(f"{source}: [data] batch_size must be >= 1")
-    if d.crop_seconds <= 0 or d.min_seconds <= 0 or d.min_seconds > d.crop_seconds:
-        raise ConfigError(f"{source}: [data] need 0 < min_seconds <= crop_seconds")
-    if m.sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
-        raise ConfigError(f"{source}: [model] sample_rate {m.sample_rate} is not a usual audio rate")
-    if not isinstance(m.arch, Mapping):
-        raise ConfigError(f"{source}: [model] arch must be a table of HubertConfig fields")
-    if u.iteration not in (1, 2):
-        raise ConfigError(f"{source}: [units] iteration must be 1 or 2")
-    if u.iteration == 1:
-        bad = [f for f in u.features if f not in FEATURES or f == "cqt"]
-        if not u.features or bad:
-            raise ConfigError(f"{source}: [units] features must be a non-empty list of mfcc, logmel, chroma (got {u.features})")
-        if len(set(u.features)) != len(u.features):
-            raise ConfigError(f"{source}: [units] features repeats a feature: {u.features}")
-    else:
-        if not u.teacher:
-            raise ConfigError(f"{source}: [units] iteration 2 needs teacher = the folder of an iteration-1 teacher")
-        if u.layer < 0:
-            raise ConfigError(f"{source}: [units] iteration 2 needs layer = the teacher hidden state to cluster (>= 0)")
-    if u.k < 2:
-        raise ConfigError(f"{source}: [units] k must be >= 2")
-    if u.fit_seconds <= 0:
-        raise ConfigError(f"{source}: [units] fit_seconds must be > 0")
-    if not 0 < cfg.mask.prob <= 1 or cfg.mask.length < 1 or cfg.mask.min_masks < 0:
-        raise ConfigError(f"{source}: [mask] need 0 < prob <= 1, length >= 1, min_masks >= 0")
-    if cfg.loss.temperature <= 0 or cfg.loss.embed_dim < 1 or cfg.loss.cqt_weight < 0 or cfg.loss.unmasked_weight < 0:
-        raise ConfigError(f"{source}: [loss] need temperature > 0, embed_dim >= 1, non-negative weights")
-    if o.max_steps < 1:
-        raise ConfigError(f"{source}: [optim] max_steps must be >= 1")
-    if not isinstance(o.betas, list) or len(o.betas) != 2:
-        raise ConfigError(f"{source}: [optim] betas must be a list of two numbers")
-    if r.checkpoint_every < 1 or r.log_every < 1:
-        raise ConfigError(f"{source}: [run] checkpoint_every and log_every must be >= 1")
-    if cfg.targets.win < 16:
-        raise ConfigError(f"{source}: [targets] win must be at least 16 samples")
+    cfg.data.manifests = [resolve_path(p, base) for p in cfg.data.manifests]
+    cfg.run.output_dir = resolve_path(cfg.run.output_dir, base)
+    if cfg.units.teacher:
+        cfg.units.teacher = resolve_path(cfg.units.teacher, base)
     return cfg
 
 
@@ -305,24 +323,4 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = (), prese
 
 def dump_toml(config: PretrainConfig) -> str:
     """The resolved config as TOML (written to ``OUT/config.toml`` for the record and resume)."""
-
-    def literal(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return repr(value)
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(literal(v) for v in value) + "]"
-        if isinstance(value, Mapping):
-            return "{" + ", ".join(f"{literal(str(k))} = {literal(v)}" for k, v in value.items()) + "}"
-        raise TypeError(f"cannot write {value!r} as TOML")
-
-    d = config.as_dict()
-    lines = [f"kind = {literal(d.pop('kind'))}", ""]
-    for section, values in d.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {literal(v)}" for k, v in values.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
+    return dump_config_toml(config.as_dict())

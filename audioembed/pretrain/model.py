@@ -6,7 +6,7 @@
   the learned ``masked_spec_embed``. The mask is drawn here, from a numpy generator seeded
   by ``(seed, step)``, so a resumed run masks exactly as an uninterrupted one.
 * The CNN's group norm is made padding-exact with the same patch the upstreams install
-  (:func:`audioembed_plugins.hf.install_padding_masks`), so a zero-padded short crop in a
+  (:func:`audioembed.models.hf_encoder.install_padding_masks`), so a zero-padded short crop in a
   training batch gives the features it gives alone at extraction time.
 * Unit prediction heads follow HuBERT: a linear projection of the last hidden state to
   ``embed_dim``, cosine similarity with one learned embedding per unit, divided by a
@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioembed_plugins.hf import NORMALIZE_EPS, install_padding_masks
-
+from ..models.hf_encoder import NORMALIZE_EPS, install_padding_masks
 from .targets import FrameGrid
 
 #: MERT's config.json fields that HubertConfig lacks (values of the released models)

@@ -7,9 +7,9 @@ A run folder ``OUT`` holds:
 * ``units.npz``: the k-means codebooks (and CQT band statistics), fitted once on
   ``units.fit_seconds`` of seeded random crops, plain arrays (no pickle);
 * ``checkpoints/step-NNNNNNNN/trainer_state.pt``: model, optimiser, scheduler, step and RNG
-  state, written to a temporary folder and renamed into place (the distillation trainer's
-  helpers), read back with ``torch.load(weights_only=True)``;
-* ``log.jsonl``: one line every ``log_every`` steps;
+  state, written to a temporary folder and renamed into place, read back with
+  ``torch.load(weights_only=True)`` (:mod:`audioembed.training.checkpoints`);
+* ``log.jsonl``: one line every ``log_every`` steps (:mod:`audioembed.training.runlog`);
 * ``model/``: the teacher, once ``max_steps`` are done (see :func:`.model.save_teacher`).
 
 Exactness: the batch of step ``s`` is a pure function of ``(seed, s)`` (the distillation
@@ -32,18 +32,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..distill.config import ConfigError
-from ..distill.trainer import checkpoint_dirs, load_checkpoint, make_optimizer, save_checkpoint
+from ..training.checkpoints import CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder, save_checkpoint
+from ..training.config import ConfigError
+from ..training.optim import make_optimizer
+from ..training.runlog import RunLog, truncate_log
 from ..registry import load_upstream, resolve_device
 from .config import PretrainConfig, dump_toml, load_config
 from .model import build_model, save_teacher, span_mask
 from .targets import Codebook, FeatureExtractor, FeatureSpec, FrameGrid, fit_codebook, load_codebooks, save_codebooks, standardisation
 
-LOG_FILE = "log.jsonl"
 UNITS_FILE = "units.npz"
 MODEL_DIR = "model"
-#: run settings that may change between a run and its resumption
-RESUMABLE = {"checkpoint_every", "keep_checkpoints", "log_every", "device", "workers"}
 #: added to the run seed for the crops the codebooks are fitted on
 FIT_SEED_OFFSET = 7919
 IGNORE = -100
@@ -82,12 +81,6 @@ def feature_spec(config: PretrainConfig) -> FeatureSpec:
         cqt_bands=t.cqt_bands,
         cqt_bands_per_octave=t.cqt_bands_per_octave,
     )
-
-
-def _identity(config: PretrainConfig) -> dict:
-    d = config.as_dict()
-    d["run"] = {k: v for k, v in d["run"].items() if k not in RESUMABLE}
-    return d
 
 
 class Targets:
@@ -166,29 +159,13 @@ class PretrainTrainer:
 
     # -- run folder ----------------------------------------------------------------------
 
-    def _prepare_output(self) -> Path | None:
-        out = self.output_dir
-        saved = out / "config.toml"
-        if saved.is_file():
-            try:
-                previous = load_config(saved)
-            except ConfigError as exc:
-                raise PretrainError(f"{out} holds a run whose config cannot be read ({exc}); use another output folder") from None
-            a, b = _identity(previous), _identity(self.config)
-            if a != b:
-                diffs = [s for s in b if a.get(s) != b[s] and not isinstance(b[s], dict)]
-                diffs += [f"{s}.{k}" for s in b if isinstance(b[s], dict) for k in b[s] if a.get(s, {}).get(k) != b[s][k]]
-                raise PretrainError(
-                    f"{out} holds a run with another config (differs in: {', '.join(diffs) or 'details'}); "
-                    "use another output folder or delete it"
-                )
-            ckpts = checkpoint_dirs(out)
-            return ckpts[-1] if ckpts else None
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "config.toml.tmp"
-        tmp.write_text(dump_toml(self.config), encoding="utf-8")
-        os.replace(tmp, saved)
-        return None
+    def _open_run_folder(self) -> bool:
+        """Create the run folder or check that it holds this config; True when resuming."""
+        try:
+            return open_run_folder(self.output_dir, self.config.identity(), lambda path: load_config(path).identity(),
+                                   dump_toml(self.config))
+        except CheckpointError as exc:
+            raise PretrainError(str(exc)) from None
 
     # -- units ---------------------------------------------------------------------------
 
@@ -269,7 +246,7 @@ class PretrainTrainer:
             temperature=c.loss.temperature, cqt_bands=c.targets.cqt_bands if c.loss.cqt_weight > 0 else 0,
             normalize=c.model.normalize, mask_length=c.mask.length, mask_min=c.mask.min_masks,
         ).to(self.device)
-        self.optimizer, self.scheduler = make_optimizer(c, self.model)
+        self.optimizer, self.scheduler = make_optimizer(c.optim, self.model)
 
     def state_dict(self) -> dict:
         state = {
@@ -369,10 +346,15 @@ class PretrainTrainer:
         from ..distill.data import BatchLoader, StepSampler
 
         c = self.config
-        resume = self._prepare_output()
+        resuming = self._open_run_folder()
+        try:
+            resume = load_latest_checkpoint(self.output_dir, self.warn) if resuming else None
+        except CheckpointError as exc:
+            raise PretrainError(str(exc)) from None
         self.build()
         if resume is not None:
-            self.load_state_dict(load_checkpoint(resume))
+            self.load_state_dict(resume[1])
+            truncate_log(self.output_dir, self.step)
             if self.progress:
                 print(f"resuming {self.output_dir} from step {self.step}", file=sys.stderr)
         else:
@@ -386,7 +368,7 @@ class PretrainTrainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=stop, initial=self.step, unit="step", desc=f"pretrain {c.kind}", dynamic_ncols=True)
-        log = open(self.output_dir / LOG_FILE, "a", encoding="utf-8")
+        log = RunLog(self.output_dir)
         started = time.monotonic()
         first_step = self.step
         audio_seconds = 0.0
@@ -405,8 +387,7 @@ class PretrainTrainer:
                         "steps_per_second": (self.step - first_step) / elapsed if elapsed > 0 else None,
                         "audio_seconds_per_second": audio_seconds / elapsed if elapsed > 0 else None,
                     }
-                    log.write(json.dumps(record, allow_nan=True) + "\n")
-                    log.flush()
+                    log.write(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.3f}")
                 if bar is not None:
@@ -424,13 +405,6 @@ class PretrainTrainer:
         if self.step >= c.optim.max_steps:
             return self.save_model()
         return checkpoint_dirs(self.output_dir)[-1]
-
-
-def read_log(output_dir: str | os.PathLike) -> list[dict]:
-    path = Path(output_dir) / LOG_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def pretrain(config: PretrainConfig, until_step: int | None = None, progress: bool = False) -> Path:

@@ -1,0 +1,139 @@
+"""The run folder and its checkpoints.
+
+* ``OUT/config.toml`` is the resolved config of the run; a rerun with another config is
+  refused (run settings such as ``log_every`` or ``device`` may change), so a folder never
+  mixes two runs.
+* ``OUT/checkpoints/step-NNNNNNNN/trainer_state.pt`` holds everything that changes during
+  training (weights, optimiser, schedule, step, RNG states). It is written to a temporary
+  folder and renamed into place, so a folder with that name is complete; it is read back
+  with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+* A checkpoint that cannot be read (truncated by a copy, damaged disk, foreign pickle) is
+  reported by name and the previous one is used, so one bad file costs one checkpoint
+  interval, not the run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import ConfigError, config_differences
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "config.toml"
+
+
+class CheckpointError(RuntimeError):
+    """The run folder cannot be used or resumed; the message names the file and what to do."""
+
+
+def open_run_folder(
+    output_dir: Path,
+    identity: dict,
+    saved_identity: Callable[[Path], dict],
+    config_text: str,
+    *,
+    write: bool = True,
+) -> bool:
+    """Create ``output_dir`` with its ``config.toml``, or check that it already holds this run.
+
+    ``identity`` is the config as a dict without its resumable fields; ``saved_identity``
+    reads the same from a saved ``config.toml`` (raising :class:`ConfigError`). Returns
+    ``True`` when the folder held this run (resume), ``False`` when it was started now.
+    ``write=False`` (non-main ranks) checks without creating anything.
+    """
+    saved = output_dir / CONFIG_FILE
+    if saved.is_file():
+        try:
+            previous = saved_identity(saved)
+        except ConfigError as exc:
+            raise CheckpointError(
+                f"{output_dir} holds a run whose config cannot be read ({exc}); use another output folder"
+            ) from None
+        if previous != identity:
+            diffs = config_differences(previous, identity)
+            raise CheckpointError(
+                f"{output_dir} holds a run with another config (differs in: {', '.join(diffs) or 'details'}); "
+                "use another output folder or delete it"
+            )
+        return True
+    if write:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = output_dir / (CONFIG_FILE + ".tmp")
+        tmp.write_text(config_text, encoding="utf-8")
+        os.replace(tmp, saved)
+    return False
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a checkpoint is complete once renamed into place)."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(output_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Write ``state`` as the checkpoint of ``step``; keep the newest ``keep`` (all if <= 0)."""
+    root = Path(output_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in checkpoint_dirs(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The state of checkpoint folder ``path``; :class:`CheckpointError` with one line if unreadable."""
+    file = Path(path) / STATE_FILE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises allowing arbitrary code; never pass that on
+        raise CheckpointError(f"{file}: holds pickled objects other than tensors and plain data; refused") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated zip, bad header, I/O error: all mean "unreadable"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{file}: unreadable, truncated or corrupt ({type(exc).__name__}: {reason})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{file}: not a trainer state (no step number)")
+    return state
+
+
+def load_latest_checkpoint(output_dir: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """``(folder, state)`` of the newest readable checkpoint, or ``None`` when there is none.
+
+    An unreadable checkpoint is reported through ``warn`` and the previous one is tried; when
+    checkpoints exist but none can be read, :class:`CheckpointError` says so.
+    """
+    found = checkpoint_dirs(output_dir)
+    if not found:
+        return None
+    problems = []
+    for folder in reversed(found):
+        try:
+            state = load_checkpoint(folder)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            warn(f"{problem}; resuming from the previous checkpoint {folder.name} instead")
+        return folder, state
+    raise CheckpointError(
+        f"no checkpoint in {Path(output_dir) / CHECKPOINTS} can be read ({'; '.join(problems)}); "
+        "delete the run folder to start over"
+    )
