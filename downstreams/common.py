@@ -24,7 +24,7 @@ from pathlib import Path, PurePath
 from typing import Callable, Iterable
 
 from audioembed.audio import AUDIO_EXTENSIONS
-from audioembed.inputs import MANIFEST_EXTENSIONS, InputError, _manifest_rows, _scan_directory
+from audioembed.inputs import MANIFEST_EXTENSIONS, InputError, manifest_rows, scan_directory
 from audioembed.tasks import Example, Task, TaskData, TaskDataError, TaskOption
 
 #: split values accepted in manifests and folder names, mapped to the runner's three splits
@@ -83,7 +83,7 @@ def scan_audio(root: Path) -> list[tuple[str, str]]:
     The id is the POSIX path relative to ``root``; hidden files and folders are skipped
     (the folder rule of ``audioembed.inputs``).
     """
-    return [(item.id, item.path) for item in _scan_directory(os.fspath(root), _AUDIO_SUFFIXES)]
+    return [(item.id, item.path) for item in scan_directory(os.fspath(root), _AUDIO_SUFFIXES)]
 
 
 def find_files(root: Path, suffix: str) -> list[Path]:
@@ -175,7 +175,7 @@ def read_manifest(
     seen_columns: set[str] = set()
     rows = 0
     try:
-        for where, row in _manifest_rows(os.fspath(manifest)):
+        for where, row in manifest_rows(os.fspath(manifest)):
             rows += 1
             seen_columns.update(row)
             here = f"{manifest}: {where}"
