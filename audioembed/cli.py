@@ -172,7 +172,7 @@ def gather(inputs, output):
 def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head, layers, layer_norm, folds, max_epochs,
                label_column, task_options, cache_dir, device, output, quiet, chunk_seconds):
     """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
-    from .downstream import DownstreamError, RunConfig, markdown_table, parse_shots, run_downstream
+    from .downstream import DownstreamError, DownstreamConfig, markdown_table, parse_shots, run_downstream
     from .extraction import ExtractionError
     from .store import StoreError
     from .tasks import TaskDataError
@@ -191,7 +191,7 @@ def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head,
     if label_column:
         options["label_column"] = label_column
     try:
-        config = RunConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
+        config = DownstreamConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
                            seeds=seeds, probe=probe, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
                            max_epochs=max_epochs, chunk_seconds=chunk_seconds, task_options=options, cache_dir=cache_dir, device=device)
         result = run_downstream(config, output, progress=not quiet)

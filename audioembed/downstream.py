@@ -33,7 +33,10 @@ class DownstreamError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class DownstreamConfig:
+    """One ``audioembed downstream`` evaluation: a task, an upstream, a probe and its settings."""
+
+
     task: str
     upstream: str
     data: str
@@ -52,6 +55,12 @@ class RunConfig:
     task_options: dict = field(default_factory=dict)
     cache_dir: str | None = None
     device: str = "auto"
+
+    def validate(self) -> None:
+        if self.probe not in PROBES:
+            raise DownstreamError(f"--probe must be one of {PROBES}, got '{self.probe}'")
+        if self.ctc_head not in CTC_HEADS:
+            raise DownstreamError(f"--ctc-head must be one of {CTC_HEADS}, got '{self.ctc_head}'")
 
 
 def parse_shots(text: str) -> tuple[int | None, ...]:
@@ -118,14 +127,11 @@ def _score(task: Task, metrics: dict) -> float:
     return -value if task.primary_metric in task.lower_is_better else value
 
 
-def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = True) -> dict:
+def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: bool = True) -> dict:
     """Run one task x upstream evaluation and write ``<output_dir>/<name>.json`` and ``.md``."""
     started = time.monotonic()
     timings: dict[str, float] = {}
-    if config.probe not in PROBES:
-        raise DownstreamError(f"--probe must be one of {PROBES}, got '{config.probe}'")
-    if config.ctc_head not in CTC_HEADS:
-        raise DownstreamError(f"--ctc-head must be one of {CTC_HEADS}, got '{config.ctc_head}'")
+    config.validate()
     try:
         task: Task = get_registry().task_spec(config.task).build()
     except KeyError as exc:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import audio_gen
 
 from audioembed.cli import main
-from audioembed.downstream import RunConfig, run_downstream
+from audioembed.downstream import DownstreamConfig, run_downstream
 from audioembed.featurizer import Featurizer
 from audioembed.fewshot import draw_subset, make_folds
 from audioembed.tasks import Example, TaskKind
@@ -42,7 +42,7 @@ def _run(manifest, tmp_path, **kw):
     base = dict(task="classify", upstream="mfcc", data=str(manifest), seeds=2, folds=4, max_epochs=60,
                 cache_dir=str(tmp_path / "cache"))
     base.update(kw)
-    return run_downstream(RunConfig(**base), tmp_path / "results", progress=False)
+    return run_downstream(DownstreamConfig(**base), tmp_path / "results", progress=False)
 
 
 def test_learnable_label_vs_shuffled_control(tone_manifest, tmp_path):

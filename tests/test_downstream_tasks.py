@@ -11,7 +11,7 @@ import audio_gen
 from tiny_models import make_tiny_hf
 
 from audioembed import FeatureReader
-from audioembed.downstream import RunConfig, run_downstream
+from audioembed.downstream import DownstreamConfig, run_downstream
 
 
 def _clip(path: Path, freq: float, seed: int, seconds: float = 0.5) -> None:
@@ -97,7 +97,7 @@ def test_task_end_to_end(task, tmp_path):
     upstream, model = "mfcc", None
     if task == "asr":  # frame-level path with a neural upstream
         upstream, model = "hubert", str(make_tiny_hf(tmp_path / "hubert", kind="hubert"))
-    config = RunConfig(task=task, upstream=upstream, model=model, data=str(data), shots=(2, None), seeds=2,
+    config = DownstreamConfig(task=task, upstream=upstream, model=model, data=str(data), shots=(2, None), seeds=2,
                        folds=3, max_epochs=4, chunk_seconds=chunk, ctc_head=ctc_head, cache_dir=str(tmp_path / "cache"))
     result = run_downstream(config, tmp_path / "results", progress=False)
     for shots in ("2", "all"):

@@ -4,7 +4,8 @@ A stage is a function of the :class:`Context`; it writes under the run folder an
 small summary, stored in ``OUT/stages/<stage>.json`` as the done-marker. Stages that train
 (teachers, students) are resumable themselves through their own checkpoints, so a run that
 is killed mid-stage loses at most one checkpoint interval. The config (TOML or YAML) is
-described in ``docs/reproduction.md``; relative paths in it are relative to the file.
+described in ``docs/reproduction.md`` and typed in :mod:`.recipe`; relative paths in it are
+relative to the file.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..training.config import ConfigError, apply_overrides, read_raw
+from ..training.config import ConfigError
+from .recipe import TASK_DOMAINS, RecipeConfig, StudentRun, read_recipe
 
 STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
-
-#: the evaluation tasks and the domain each one speaks for (for the speech/music averages)
-TASK_DOMAINS = {"asr": "speech", "speaker_id": "speech", "fsdd": "speech",
-                "key": "music", "style": "music", "tagging": "music", "sonic_pi": "music"}
 
 
 class ReproduceError(RuntimeError):
@@ -46,7 +44,9 @@ def deep_merge(base: Mapping, extra: Mapping) -> dict:
 class Context:
     """The parsed recipe config and the run folder."""
 
+    #: the file's mapping with the overrides applied (recorded in invocations.jsonl)
     raw: dict
+    recipe: RecipeConfig
     base_dir: Path
     output_dir: Path
     source: str
@@ -56,11 +56,11 @@ class Context:
 
     @property
     def seed(self) -> int:
-        return int(self.raw.get("run", {}).get("seed", 0))
+        return self.recipe.run.seed
 
     @property
     def device(self) -> str:
-        return str(self.raw.get("run", {}).get("device", "auto"))
+        return self.recipe.run.device
 
     def section(self, name: str) -> dict:
         value = self.raw.get(name) or {}
@@ -88,15 +88,12 @@ class Context:
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Context:
-    raw, base, source = read_raw(path)
-    raw = apply_overrides(raw, list(overrides))
-    unknown = sorted(set(raw) - {"run", "corpus", "teachers", "students", "merge", "evaluation"})
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
-    out = Path(os.path.expanduser(str(raw.get("run", {}).get("output_dir", "runs/offline"))))
+    raw, recipe, base = read_recipe(path, list(overrides))
+    out = Path(os.path.expanduser(recipe.run.output_dir))
     if not out.is_absolute():
         out = (base / out).resolve()
-    return Context(raw=raw, base_dir=base, output_dir=out, source=source, overrides=tuple(overrides))
+    return Context(raw=raw, recipe=recipe, base_dir=base, output_dir=out, source=recipe.source,
+                   overrides=tuple(overrides))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -118,8 +115,8 @@ def stage_corpora(ctx: Context) -> dict:
     from ..corpus.music import MusicCorpusOptions, build_music_corpus
     from ..corpus.speech import SpeechCorpusOptions, build_speech_corpus
 
-    cfg = ctx.section("corpus")
-    speech = dict(cfg.get("speech") or {})
+    cfg = ctx.recipe.corpus
+    speech = dict(cfg.speech)
     prompts = ctx.path(speech.pop("prompts", None))
     if prompts is None:
         raise ConfigError(f"{ctx.source}: [corpus.speech] prompts = the CMU ARCTIC prompt file is required")
@@ -128,7 +125,7 @@ def stage_corpora(ctx: Context) -> dict:
     options = _options(ctx, SpeechCorpusOptions, speech, "corpus.speech")
     speech_manifest = build_speech_corpus(ctx.dir("corpora", "speech"), prompts_path=prompts, seed=ctx.seed,
                                           options=options, warn=ctx.log)
-    music = dict(cfg.get("music") or {})
+    music = dict(cfg.music)
     fonts = []
     for font in music.pop("soundfonts", None) or ["default"]:
         path = font if font == "default" else ctx.path(font)
@@ -150,11 +147,10 @@ def stage_evalsets(ctx: Context) -> dict:
     out_dir = ctx.dir("eval")
     before = {p.name: p.read_bytes() for p in out_dir.glob("*.csv")} if out_dir.is_dir() else {}
     sets: dict[str, Path] = {}
-    cfg = ctx.section("evaluation")
-    sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed,
-                                     asr_train=int(cfg.get("asr_train", 0))))
+    cfg = ctx.recipe.evaluation
+    sets.update(evalsets.speech_sets(Path(corpora["speech"]), out_dir, seed=ctx.seed, asr_train=cfg.asr_train))
     sets.update(evalsets.music_sets(Path(corpora["music"]), out_dir))
-    fsdd, sonic = ctx.path(cfg.get("fsdd")), ctx.path(cfg.get("sonic_pi"))
+    fsdd, sonic = ctx.path(cfg.fsdd), ctx.path(cfg.sonic_pi)
     if fsdd is not None:
         if (fsdd / "labels.csv").is_file():
             sets["fsdd"] = evalsets.fsdd_set(fsdd, out_dir)
@@ -165,7 +161,7 @@ def stage_evalsets(ctx: Context) -> dict:
             sets["sonic_pi"] = evalsets.sonic_pi_set(sonic, out_dir)
         else:
             ctx.log(f"warning: {sonic} not found: the Sonic Pi family task is left out")
-    wanted = cfg.get("tasks") or list(TASK_DOMAINS)
+    wanted = cfg.tasks or list(TASK_DOMAINS)
     table = {k: v for k, v in evalsets.task_table(sets).items() if k in wanted}
     # A set rebuilt with other contents (e.g. another evaluation.asr_train) makes the finished
     # evaluations on it stale: drop their markers so that `evaluate` runs them again.
@@ -198,7 +194,7 @@ def training_manifest(ctx: Context, name: str) -> Path:
 def _pretrain_config(ctx: Context, name: str, manifests: list[str]):
     from ..pretrain.config import config_from_dict
 
-    spec = dict((ctx.section("teachers").get(name)) or {})
+    spec = ctx.recipe.teachers.spec(name)
     kind = spec.pop("kind", "hubert" if name == "speech" else "mert")
     raw = deep_merge({"kind": kind, "data": {"manifests": manifests},
                       "run": {"output_dir": str(ctx.dir("teachers", name)), "seed": ctx.seed, "device": ctx.device}},
@@ -236,19 +232,18 @@ def _teacher_specs(ctx: Context, names) -> list[dict]:
             for n in names]
 
 
-def _student_raw(ctx: Context, run: Mapping, corpus: Path, *, cache: bool = True) -> dict:
-    cfg = ctx.section("students")
-    names = list(run.get("teachers") or ["speech", "music"])
-    raw = deep_merge(cfg.get("config") or {}, {
-        "teachers": _teacher_specs(ctx, names),
+def _student_raw(ctx: Context, run: StudentRun, corpus: Path, *, cache: bool = True) -> dict:
+    cfg = ctx.recipe.students
+    raw = deep_merge(cfg.config, {
+        "teachers": _teacher_specs(ctx, run.teachers),
         "data": {"manifests": [str(corpus)]},
-        "run": {"output_dir": str(ctx.dir("students", run["name"])), "seed": ctx.seed, "device": ctx.device},
+        "run": {"output_dir": str(ctx.dir("students", run.name)), "seed": ctx.seed, "device": ctx.device},
     })
-    if cache and cfg.get("cache", True):
+    if cache and cfg.cache:
         raw["data"]["cache_dir"] = str(ctx.dir("students", "cache"))
-    raw = deep_merge(raw, run.get("config") or {})
+    raw = deep_merge(raw, run.config)
     for teacher in raw["teachers"]:
-        weight = (run.get("weights") or {}).get(teacher["name"])
+        weight = run.weights.get(teacher["name"])
         if weight is not None:
             teacher["weight"] = float(weight)
     return raw
@@ -259,10 +254,10 @@ def stage_caches(ctx: Context) -> dict:
     from ..distill.cache import prepare_teacher_cache
     from ..distill.config import config_from_dict
 
-    if not ctx.section("students").get("cache", True):
+    if not ctx.recipe.students.cache:
         return {"cache": None}
     corpus = _distill_corpus(ctx)
-    config = config_from_dict(_student_raw(ctx, {"name": "cache", "teachers": ["speech", "music"]}, corpus),
+    config = config_from_dict(_student_raw(ctx, StudentRun(name="cache", teachers=["speech", "music"]), corpus),
                               ctx.base_dir, ctx.source)
     built = prepare_teacher_cache(config, progress=ctx.progress, warn=ctx.log)
     return {"cache": built.cache_dir, "crops": built.crops, "written": built.written}
@@ -282,24 +277,20 @@ def _train_student(ctx: Context, raw: dict, init_only: bool = False) -> Path:
 
 def stage_students(ctx: Context) -> dict:
     """theta_0, then every student run of ``[[students.runs]]`` from it."""
-    cfg = ctx.section("students")
+    cfg = ctx.recipe.students
     corpus = _distill_corpus(ctx)
-    runs = cfg.get("runs") or []
-    if not runs:
+    if not cfg.runs:
         raise ConfigError(f"{ctx.source}: [students] runs is empty")
-    init_run = {"name": "init", "teachers": ["speech"],
-                "config": {"student": {"init": cfg.get("init", "teacher:speech"), "arch": cfg.get("arch") or {}}}}
+    init_run = StudentRun(name="init", teachers=["speech"], config={"student": {"init": cfg.init, "arch": cfg.arch}})
     init = _train_student(ctx, _student_raw(ctx, init_run, corpus, cache=False), init_only=True)
     out = {"init": str(init), "runs": {}}
-    for run in runs:
-        if "name" not in run:
-            raise ConfigError(f"{ctx.source}: every [[students.runs]] needs a name")
+    for run in cfg.runs:
         raw = _student_raw(ctx, run, corpus)
         raw.setdefault("student", {})
         raw["student"]["init"] = str(init)
         raw["student"]["arch"] = {}
-        ctx.log(f"[students] {run['name']}: teachers {', '.join(t['name'] for t in raw['teachers'])}")
-        out["runs"][run["name"]] = {"folder": str(_train_student(ctx, raw)), "kind": run.get("kind", "")}
+        ctx.log(f"[students] {run.name}: teachers {', '.join(t['name'] for t in raw['teachers'])}")
+        out["runs"][run.name] = {"folder": str(_train_student(ctx, raw)), "kind": run.kind}
     return out
 
 
@@ -307,9 +298,9 @@ def stage_merges(ctx: Context) -> dict:
     """Task arithmetic of the speech-only and music-only students over the lambda grid."""
     from ..distill.merge import merge_students, sweep
 
-    cfg = ctx.section("merge")
+    cfg = ctx.recipe.merge
     students = ctx.done("students")
-    pair = cfg.get("pair") or ["speech_only", "music_only"]
+    pair = cfg.pair
     missing = [p for p in pair if p not in students["runs"]]
     if missing:
         raise ConfigError(f"{ctx.source}: [merge] pair names student run(s) {missing} that [[students.runs]] lacks")
@@ -317,9 +308,9 @@ def stage_merges(ctx: Context) -> dict:
     out = {}
     grid = sweep(students["init"], folders, ctx.dir("merges", "linear"), method="linear")
     out.update({f"merge_{p.name}": str(p) for p in grid})
-    if cfg.get("ties", True):
+    if cfg.ties:
         path = merge_students(students["init"], [(f, 0.5) for f in folders], ctx.dir("merges", "ties", "l0.5-0.5"),
-                              method="ties", ties_k=float(cfg.get("ties_k", 0.3)))
+                              method="ties", ties_k=cfg.ties_k)
         out["merge_ties_l0.5-0.5"] = str(path)
     return {"merges": out}
 
@@ -354,14 +345,10 @@ def _probe_settings(config, ctc: bool) -> dict:
 
 def stage_evaluate(ctx: Context) -> dict:
     """Every model on every task, full and few-shot; one result file per (model, task)."""
-    from ..downstream import RunConfig, parse_shots, result_stem, run_downstream
+    from ..downstream import DownstreamConfig, parse_shots, result_stem, run_downstream
 
-    cfg = ctx.section("evaluation")
+    cfg = ctx.recipe.evaluation
     tasks = ctx.done("evalsets")["tasks"]
-    shots_default = str(cfg.get("shots", "1,2,4,8,16,all"))
-    task_shots = cfg.get("task_shots") or {}
-    task_epochs = cfg.get("task_max_epochs") or {}
-    task_seeds = cfg.get("task_seeds") or {}
     cache_dir = str(ctx.dir("features"))
     done = {}
     # Task by task, the slow CTC (ASR) probes last: a page written while this stage still runs
@@ -373,12 +360,10 @@ def stage_evaluate(ctx: Context) -> dict:
         for model_name, m in table.items():
             out_dir = ctx.dir("results", model_name)
             marker = out_dir / f"{task_name}.json"
-            config = RunConfig(
+            config = DownstreamConfig(
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
-                shots=parse_shots(str(task_shots.get(task_name, shots_default))),
-                seeds=int(task_seeds.get(task_name, cfg.get("seeds", 5))), probe=str(cfg.get("probe", "linear")),
-                ctc_head=str(cfg.get("ctc_head", "lstm")),
-                max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
+                shots=parse_shots(cfg.shots_for(task_name)), seeds=cfg.seeds_for(task_name), probe=cfg.probe,
+                ctc_head=cfg.ctc_head, max_epochs=cfg.max_epochs_for(task_name), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
             settings = _probe_settings(config, ctc=t["task"] in CTC_TASKS)
