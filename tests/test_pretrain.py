@@ -241,6 +241,22 @@ def test_mert_resume_is_exact_and_loads_through_the_mert_upstream(corpus, tmp_pa
         PretrainTrainer(_config(corpus, tmp_path / "resumed", "mert", *sets, "units.k=9"), progress=False).run()
 
 
+def test_truncated_checkpoint_falls_back_and_the_log_keeps_each_step_once(corpus, tmp_path):
+    """A cut-short trainer_state.pt is named and the previous checkpoint used; the steps
+    trained again after it are logged once (issue 13 items 9 and 13)."""
+    config = _config(corpus, tmp_path / "run", "hubert", "optim.max_steps=4", "run.checkpoint_every=2")
+    _train(config, until_step=3)  # checkpoints at 2 and 3, log 1..3
+    state = tmp_path / "run" / "checkpoints" / "step-00000003" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:500])
+    warnings = []
+    with single_thread():
+        trainer = PretrainTrainer(config, progress=False, warn=warnings.append)
+        trainer.run()
+    assert trainer.step == 4
+    assert len(warnings) == 1 and str(state) in warnings[0] and "step-00000002" in warnings[0]
+    assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4]
+
+
 def test_config_defaults_by_kind(tmp_path):
     hubert = load_config(None, [], {"kind": "hubert"})
     mert = load_config(None, [], {"kind": "mert"})
