@@ -66,7 +66,8 @@ def data_line(results: list[dict]) -> str:
     speakers = next((len(r["labels"]) for r in results if r["task"] == "speaker_id" and r.get("labels")), None)
     folds = first.get("folds") or [{}]
     split = ", ".join(f"{k} {folds[0][k]}" for k in ("train", "dev", "test") if k in folds[0])
-    return (f"- Data: `{first['path']}`: {first['examples']} recordings"
+    path = os.path.relpath(first["path"], REPO)  # as the recipe names it (../shared/data/...), not this machine's
+    return (f"- Data: `{path}`: {first['examples']} recordings"
             + (f", {speakers} speakers" if speakers else "") + (f"; split {split}" if split else "") + ".")
 
 
