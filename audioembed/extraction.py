@@ -208,7 +208,7 @@ def _check_item(item: InputItem, upstream: Upstream) -> int:
 
 
 def default_batch_seconds(device: torch.device) -> float:
-    # On CPU padded batches bring no measurable speed (docs/benchmarks.md) and cost memory, so a
+    # On CPU padded batches bring no measurable speed (docs/benchmarks/extract_bench.md) and cost memory, so a
     # batch is one window; GPUs need batches to be fed efficiently.
     return 0.0 if device.type == "cpu" else 160.0
 

@@ -12,9 +12,12 @@ Compares, on one synthetic corpus and in one run:
 plus the peak RSS of the CLI on a long file against a short one. Every measurement runs in
 a fresh process so its peak RSS is its own. Usage::
 
-    python bench/extract_bench.py [--quick] [--out bench/out] [--device cpu|cuda] [--markdown docs/benchmarks.md]
+    python bench/extract_bench.py [--quick] [--out bench/out] [--device cpu|cuda] [--markdown PAGE]
 
-See bench/README.md. This is a script, not a test: nothing here is imported by tests/.
+Writes its own page (see ``default_page``): docs/benchmarks/extract_bench.md, or
+extract_bench_cuda.md for ``--device cuda``; ``--quick`` writes OUT/extract_bench-quick.md
+instead, never a page under docs/. See bench/README.md. This is a script, not a test:
+nothing here is imported by tests/.
 """
 
 from __future__ import annotations
@@ -518,12 +521,25 @@ Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; devi
 """
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_page(device: str, quick: bool, out: str) -> Path:
+    """This script's generated page: one per device under docs/benchmarks/ (every benchmark
+    script writes its own, never another's); a ``--quick`` smoke run stays in ``out``."""
+    if quick:
+        return Path(out) / "extract_bench-quick.md"
+    kind = device.split(":")[0]
+    return REPO / "docs" / "benchmarks" / ("extract_bench.md" if kind == "cpu" else f"extract_bench_{kind}.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="12 short files, 2 min vs 30 s long files (smoke test)")
     parser.add_argument("--out", default="bench/out", help="corpus, model and results.json go here [bench/out]")
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
-    parser.add_argument("--markdown", metavar="PATH", help="also write a docs/benchmarks.md-style report here")
+    parser.add_argument("--markdown", metavar="PATH", help="write the generated page here [docs/benchmarks/"
+                        "extract_bench.md; extract_bench_cuda.md on cuda; OUT/extract_bench-quick.md with --quick]")
     for hidden in ("--child", "--files", "--model", "--npy-dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -540,10 +556,10 @@ def main() -> None:
     Path(args.out, name).write_text(json.dumps(res, indent=2))
     print(tables(res))
     print(f"\nraw numbers: {Path(args.out, name)}")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown_document(res, command))
-        print(f"report: {args.markdown}")
+    page = Path(args.markdown) if args.markdown else default_page(args.device, args.quick, args.out)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(markdown_document(res, command))
+    print(f"report: {page}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke check of the downstream pipeline on real speech (FSDD, ../shared/data/fsdd):
 # digit recognition and speaker ID with the mfcc baseline and a tiny random-weight HuBERT,
-# full training set and 8 shots per class x 5 seeds. Writes results/fsdd/ and docs/fsdd_smoke.md.
+# full training set and 8 shots per class x 5 seeds. Writes results/fsdd/ (with report.md) and
+# docs/fsdd_smoke.md, generated from the result files by recipes/fsdd_smoke_page.py.
 # Not a claim about models: a random HuBERT is expected to be weak.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,3 +32,4 @@ for upstream in mfcc hubert; do
       --shots 8,all --seeds 5 -o "$OUT" -q
 done
 audioembed report "$OUT" -o "$OUT/report.md"
+python recipes/fsdd_smoke_page.py "$OUT" docs/fsdd_smoke.md

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from audioembed.corpus import midi_styles as ms
 from audioembed.corpus import music
+from audioembed.corpus.music import workers as music_workers
 from audioembed.corpus.music import (
     MANIFEST_COLUMNS,
     MusicCorpusBuilder,
@@ -131,7 +132,7 @@ def test_target_tonics_are_balanced_and_distinct():
 def test_transpose_interval_is_the_nearest_way():
     for source in range(12):
         for target in range(12):
-            shift = music._transpose_interval(source, target)
+            shift = music.transpose_interval(source, target)
             assert -6 <= shift <= 5 and (source + shift) % 12 == target
 
 
@@ -301,14 +302,14 @@ def test_failed_item_is_reported_and_the_rest_is_built(tmp_path, monkeypatch):
             raise RuntimeError("synthetic failure")
         return real(piece, *args, **kwargs)
 
-    monkeypatch.setattr(music, "render_piece", flaky)
+    monkeypatch.setattr(music_workers, "render_piece", flaky)  # looked up where the render job runs
     options = dict(chorales=0, pieces=3, seconds=2, progress=False, jobs=1)
     with pytest.raises(MusicCorpusError) as info:
         build_music_corpus(tmp_path, warn=lambda message: None, **options)
     assert list(info.value.failures) == ["generated/waltz/waltz_00001"]
     assert "synthetic failure" in str(info.value)
     assert [r["id"] for r in _read(info.value.manifest)] == ["generated/bossa/bossa_00002", "generated/rock/rock_00000"]
-    monkeypatch.setattr(music, "render_piece", real)
+    monkeypatch.setattr(music_workers, "render_piece", real)
     assert len(_read(build_music_corpus(tmp_path, **options))) == 3
 
 

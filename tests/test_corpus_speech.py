@@ -138,7 +138,7 @@ def test_missing_engines_name_the_package(monkeypatch, tmp_path):
         resolve_speakers(["nope:x"], engines)
 
     # nothing installed at all: one clear error
-    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(CorpusError, match=r"no speech synthesis engine is installed.*apt-get install -y espeak-ng"):
         default_speakers(engines=speech.default_engines(), warn=quiet)
     # a requested engine that is missing names its Debian package
@@ -350,7 +350,7 @@ def test_real_recordings_go_to_pretraining_only(tmp_path):
 def test_cli_errors_without_engines(monkeypatch, tmp_path):
     prompts = write_prompts(tmp_path / "p.data", 3)
     runner = CliRunner()
-    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     result = runner.invoke(speech_command, ["-o", str(tmp_path / "out"), "--prompts", str(prompts), "-q"])
     assert result.exit_code == 1
     assert "no speech synthesis engine is installed" in result.output and "apt-get install -y espeak-ng" in result.output

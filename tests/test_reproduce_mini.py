@@ -24,6 +24,7 @@ from audioembed.cli import main as cli
 from audioembed.training.config import ConfigError
 from audioembed.offline import evalsets
 from audioembed.offline.pipeline import STAGES, load_recipe, run_recipe
+from audioembed.offline.results import publish_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "recipes" / "offline" / "mini.toml"
@@ -96,7 +97,18 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert mfcc_row.split("|")[2 + tasks.index("style")].strip().startswith(f"{style_all:.3f}")
     assert (out / "report" / "lambda_sweep.png").stat().st_size > 1000
     scores = json.loads((out / "report" / "scores.json").read_text())
-    assert scores["best"] in models and set(scores["scores"]) == set(models)
+    assert set(scores["scores"]) == set(models)
+    kinds = json.loads((out / "report" / "page.json").read_text())["models"]
+    kinds = {m["name"]: m["kind"] for m in kinds}
+    assert kinds[scores["best"]] in ("multi", "merge")  # never mfcc, a teacher or a single-teacher student
+    candidates = [m for m in models if kinds[m] in ("multi", "merge")]
+    assert scores["best"] == min(candidates, key=lambda m: (-scores["scores"][m]["overall"], m))
+    assert f"**Selected unified student: {scores['best']}**" in text
+
+    # the page rewritten elsewhere from the stored page data: same text, plots linked from there
+    published = publish_results(out, tmp_path / "docs" / "results.md").read_text()
+    assert published == text.replace("](report/", "](results/")
+    assert (tmp_path / "docs" / "results" / "lambda_sweep.png").is_file()
 
     # merges and the selected unified student load as ordinary students
     merged = json.loads((out / "stages" / "merges.json").read_text())["merges"]["merge_l0.5-0.5"]
