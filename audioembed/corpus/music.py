@@ -66,6 +66,7 @@ from typing import Callable, Iterable, Sequence
 import click
 import numpy as np
 
+from ..errors import AudioEmbedError
 from . import midi_styles as ms
 
 __all__ = [
@@ -121,7 +122,7 @@ GENERATOR_VERSION = 1
 DEFAULTS = dict(chorales=240, transpositions=4, pieces=800, chorale_seconds=20.0, piece_seconds=10.0)
 
 
-class MusicCorpusError(Exception):
+class MusicCorpusError(AudioEmbedError):
     """The corpus cannot be built as asked; the message says why and what to do.
 
     After a build with failed items, ``manifest`` is the manifest written for the rest and
@@ -1047,7 +1048,10 @@ def build_music_corpus(output_dir: str | os.PathLike, *, seed: int | None = None
 # --------------------------------------------------------------------------- CLI
 
 
-@click.command("music")
+@click.command("music", epilog="""\b
+Examples:
+  audioembed corpus music -o corpora/music
+""")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--chorales", default=DEFAULTS["chorales"], show_default=True,

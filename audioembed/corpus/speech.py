@@ -72,6 +72,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import click
 import numpy as np
 
+from ..errors import AudioEmbedError
 from ..audio import AudioError, load, probe
 
 __all__ = [
@@ -142,7 +143,7 @@ _SUBPROCESS_TIMEOUT = 120.0
 Warn = Callable[[str], None]
 
 
-class CorpusError(Exception):
+class CorpusError(AudioEmbedError):
     """The corpus cannot be built as asked; the message says why and what to do."""
 
 
@@ -1517,7 +1518,10 @@ def _floats(count: int):
     return parse
 
 
-@click.command("speech")
+@click.command("speech", epilog="""\b
+Examples:
+  audioembed corpus speech -o corpora/speech --prompts cmuarctic.data
+""")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Output folder (required; created; reruns resume).")
 @click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False),
               help="Prompts file (required): festival format ( id \"text\" ), e.g. ../shared/data/text/cmuarctic.data, "

@@ -34,7 +34,11 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.command("distill")
+@click.command("distill", epilog="""\b
+Examples:
+  audioembed distill -c recipes/distill/multi_teacher.toml
+  audioembed distill -c recipes/distill/multi_teacher.toml --set optim.lr=1e-4
+""")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--until-step", type=int, default=None,
@@ -69,7 +73,10 @@ def distill_command(config_path, overrides, until_step, init_only, quiet):
             click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun the same command to continue")
 
 
-@click.command("distill-cache")
+@click.command("distill-cache", epilog="""\b
+Examples:
+  audioembed distill-cache -c recipes/distill/multi_teacher.toml -o runs/cache
+""")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import AudioEmbedError
 
-class ConfigError(ValueError):
+
+class ConfigError(AudioEmbedError, ValueError):
     """The config cannot be used; the message names the file and the field."""
 
 

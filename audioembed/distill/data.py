@@ -26,13 +26,14 @@ import soundfile as sf
 import soxr
 import torch
 
+from ..errors import AudioEmbedError
 from ..audio import _QUALITY, AudioError, _check_rate, _libsndfile_reason, _mono, probe, resampled_length
 from ..inputs import InputError, collect_inputs
 
 Warn = Callable[[str], None]
 
 
-class DataError(ValueError):
+class DataError(AudioEmbedError, ValueError):
     """The training data cannot be used as asked; the message names the file or setting."""
 
 

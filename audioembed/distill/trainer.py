@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import AudioEmbedError
 from ..registry import load_upstream, resolve_device
 from ..upstream import Upstream
 from .align import resample_frames
@@ -44,7 +45,7 @@ STATE_FILE = "trainer_state.pt"
 LOG_FILE = "log.jsonl"
 
 
-class DistillError(RuntimeError):
+class DistillError(AudioEmbedError, RuntimeError):
     """Training cannot start or continue; the message says why and what to do."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..errors import AudioEmbedError
 from ..distill.config import ConfigError, apply_overrides, read_raw
 
 STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
@@ -28,7 +29,7 @@ TASK_DOMAINS = {"asr": "speech", "speaker_id": "speech", "fsdd": "speech",
                 "key": "music", "style": "music", "tagging": "music", "sonic_pi": "music"}
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(AudioEmbedError, RuntimeError):
     """A stage cannot run; the message names the stage and the cause."""
 
 

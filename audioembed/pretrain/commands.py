@@ -14,7 +14,10 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.command("pretrain")
+@click.command("pretrain", epilog="""\b
+Examples:
+  audioembed pretrain --kind hubert -d corpora/speech/pretrain.csv -o runs/speech_teacher
+""")
 @click.option("--kind", type=click.Choice(["hubert", "mert"]), default=None,
               help="hubert: speech teacher, 16 kHz, MFCC units. mert: music teacher, 24 kHz, log-mel + chroma "
                    "units and CQT-band reconstruction. [default: the config's kind, else hubert]")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import AudioEmbedError
 from ..distill.config import ConfigError
 from ..distill.trainer import checkpoint_dirs, load_checkpoint, make_optimizer, save_checkpoint
 from ..registry import load_upstream, resolve_device
@@ -49,7 +50,7 @@ FIT_SEED_OFFSET = 7919
 IGNORE = -100
 
 
-class PretrainError(RuntimeError):
+class PretrainError(AudioEmbedError, RuntimeError):
     """Pretraining cannot start or continue; the message says why and what to do."""
 
 
