@@ -42,7 +42,7 @@ Examples:
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--until-step", type=int, default=None,
-              help="Stop (with a checkpoint) after this many optimiser steps; rerun to continue.")
+              help="Stop (with a checkpoint) after this many optimiser steps; rerun with a larger value or without it to continue.")
 @click.option("--init-only", is_flag=True, help="Only write the initial student (OUT/init, the theta_0 of task vectors).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def distill_command(config_path, overrides, until_step, init_only, quiet):
@@ -70,7 +70,7 @@ def distill_command(config_path, overrides, until_step, init_only, quiet):
         elif folder.name == "student":
             click.echo(f"student written to {folder} ({trainer.step} steps)")
         else:
-            click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun the same command to continue")
+            click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun without --until-step (or with a larger one) to continue")
 
 
 @click.command("distill-cache", epilog="""\b
