@@ -178,3 +178,22 @@ def test_dashed_upstream_names_are_accepted():
 
     assert check_upstream("unified-student").name == "unified_student"
     assert check_upstream("small-mert").name == "small_mert"
+
+
+def test_inspect_shows_the_registered_name_of_a_bundled_model(tmp_path):
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 24000), 24000)
+    runner = CliRunner()
+    result = runner.invoke(main, ["extract", "-u", "small-mert", str(tmp_path / "a.wav"), "-o", str(tmp_path / "m.h5"), "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["inspect", str(tmp_path / "m.h5")])
+    assert "upstream:     small_mert " in result.output, result.output
+
+
+def test_library_loading_bars_are_silenced_without_quiet(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
+    result = CliRunner().invoke(main, ["extract", "-u", "mfcc", str(tmp_path / "a.wav"), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 0, result.output
+    assert not hf_logging.is_progress_bar_enabled()
