@@ -7,7 +7,8 @@ other jobs running (bench/threads_bench.py, docs/benchmarks/threads_bench.md), o
 4-20x faster than two. Parallel operators only pay off when each forward pass has enough work
 (a large model on long windows) and the cores are actually free. So:
 
-* an explicit count wins: ``--threads N`` on the commands that compute, else ``AUDIOEMBED_THREADS``;
+* an explicit count wins: ``--threads N`` on the commands that compute, else ``AUDIOEMBED_THREADS``,
+  else ``OMP_NUM_THREADS``;
 * otherwise a forward pass with little work (parameters x seconds of audio below
   :data:`SMALL_WORK`) gets one thread, whatever the machine;
 * otherwise as many threads as there are idle cores (usable cores minus the 1-minute load
@@ -68,11 +69,12 @@ def idle_cores() -> int:
 
 
 def requested_threads(value: int | str | None) -> int | None:
-    """The explicit count: ``value`` (from ``--threads``) else ``$AUDIOEMBED_THREADS``; None = choose."""
+    """The explicit count: ``value`` (from ``--threads``), else ``$AUDIOEMBED_THREADS``, else
+    ``$OMP_NUM_THREADS`` (the usual way to pin torch's threads); None = choose."""
     source = "--threads"
-    if value is None:
-        value = os.environ.get(ENV_VAR) or None
-        source = ENV_VAR
+    for variable in (ENV_VAR, "OMP_NUM_THREADS"):
+        if value is None and os.environ.get(variable):
+            value, source = os.environ[variable], variable
     if value is None:
         return None
     try:

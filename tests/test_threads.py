@@ -25,6 +25,20 @@ def test_bad_environment_value_is_one_clear_error(monkeypatch, bad):
         threads.choose_threads(None)
 
 
+@pytest.fixture(autouse=True)
+def _no_thread_variables(monkeypatch):
+    # the suite runs under OMP_NUM_THREADS=1, which the policy honours as a request
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+
+
+def test_omp_num_threads_is_honoured_after_our_variable(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.choose_threads(None, parameters=10, seconds=1.0) == threads.ThreadChoice(3, "requested")
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    assert threads.choose_threads(None).threads == 2
+
+
 def test_small_work_gets_one_thread_even_on_idle_cores(monkeypatch):
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
