@@ -2,10 +2,11 @@
 
 PyTorch's default (one intra-op thread per core, OpenMP threads that spin while they wait)
 is the slow case on a machine that is doing anything else: every small operator ends in a
-barrier that waits for a thread the OS has given to another process. Measured on 2 cores with
-other jobs running (bench/threads_bench.py, docs/benchmarks/threads_bench.md), one thread was
-4-20x faster than two. Parallel operators only pay off when each forward pass has enough work
-(a large model on long windows) and the cores are actually free. So:
+barrier that waits for a thread the OS has given to another process (a user's report: 2.2x real
+time for the README Quickstart with two threads on a busy 2-core machine, 43x with one).
+bench/threads_bench.py measures the settings (docs/benchmarks/threads_bench.md). Parallel
+operators only pay off when each forward pass has enough work (a large model on long windows)
+and the cores are actually free. So:
 
 * an explicit count wins: ``--threads N`` on the commands that compute, else ``AUDIOEMBED_THREADS``,
   else ``OMP_NUM_THREADS``;
