@@ -14,13 +14,19 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
+from .errors import AudioEmbedError
 from .hookspecs import hookimpl
-from .upstream import TaskSpec, Upstream, UpstreamError, UpstreamOutput, UpstreamSpec
+from .specs import TaskSpec, UpstreamError, UpstreamSpec
 from .registry import load_upstream, get_registry
 
 
 def __getattr__(name: str):
-    # extraction and storage pull in h5py/soundfile; import them on first use only
+    # torch (the upstream contract), extraction and storage (h5py, soundfile) are imported on
+    # first use only, so that `audioembed --help` and plugin discovery stay fast
+    if name in ("Upstream", "UpstreamOutput"):
+        from . import upstream
+
+        return getattr(upstream, name)
     if name == "extract":
         from .extraction import extract
 
@@ -34,6 +40,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
+    "AudioEmbedError",
     "hookimpl",
     "Upstream",
     "UpstreamOutput",

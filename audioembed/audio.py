@@ -18,6 +18,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import AudioEmbedError
+
 #: suffixes (lower case) treated as audio when a folder is searched. ``.mp3`` decodes where
 #: the installed libsndfile was built with mpg123 (>= 1.1); elsewhere such a file is reported
 #: as an error of its own instead of silently skipped.
@@ -39,7 +41,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (
 _QUALITY = "HQ"
 
 
-class AudioError(Exception):
+class AudioError(AudioEmbedError):
     """Bad or unreadable audio; ``str(err)`` is ``'<path>: <reason>'``.
 
     Raised per file so that a batch job can report the file and carry on with the rest.

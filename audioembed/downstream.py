@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .errors import AudioEmbedError
 from . import __version__
 from .extraction import resolve_layers
 from .feature_cache import cached_features
@@ -26,9 +27,10 @@ from .metrics import summarize
 from .probes import CTC_HEADS, PROBES, ProbeConfig, as_targets, centroid_scores, probe_loss, decode_ctc, train_ctc_probe, train_utterance_probe
 from .registry import get_registry, load_upstream
 from .tasks import Example, Task, TaskKind
+from .threads import choose_probe_threads, compute_threads
 
 
-class DownstreamError(RuntimeError):
+class DownstreamError(AudioEmbedError, RuntimeError):
     """The run cannot go ahead as asked; the message says why."""
 
 
@@ -127,8 +129,12 @@ def _score(task: Task, metrics: dict) -> float:
     return -value if task.primary_metric in task.lower_is_better else value
 
 
-def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: bool = True) -> dict:
-    """Run one task x upstream evaluation and write ``<output_dir>/<name>.json`` and ``.md``."""
+def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: bool = True, threads: int | None = None) -> dict:
+    """Run one task x upstream evaluation and write ``<output_dir>/<name>.json`` and ``.md``.
+
+    ``threads`` (else ``$AUDIOEMBED_THREADS``) fixes the CPU threads of extraction and probes;
+    by default each chooses its own (``audioembed.threads``).
+    """
     started = time.monotonic()
     timings: dict[str, float] = {}
     config.validate()
@@ -163,6 +169,7 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
         window_seconds=window,
         device=config.device,
         progress=progress,
+        threads=threads,
     )
     timings["features"] = time.monotonic() - t0
     problems = list(data.problems) + list(extraction.failed.values())
@@ -182,36 +189,48 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
 
     t0 = time.monotonic()
     results_by_shots = {}
-    for shots in config.shots:
-        per_seed = []
-        for seed in range(config.seeds):
-            fold_metrics, weights, subsets, epochs = [], [], {}, []
-            for fold_index, fold in enumerate(folds):
-                subset = draw_subset(examples, fold.train, task.kind, shots, seed=seed * 1000 + fold_index)
-                subsets[fold.name] = [examples[i].id for i in subset]
-                metrics, layer_weights, epoch = _fit_and_score(
-                    task, encoded, feats, layers, subset, fold.dev, fold.test, probe_config, seed
+    notes: list[str] = []
+    bar = _probe_bar(len(config.shots) * config.seeds * len(folds), progress)
+    with compute_threads(choose_probe_threads(threads)):
+        for shots in config.shots:
+            per_seed = []
+            short = short_classes(examples, folds, task.kind, shots)
+            if short:
+                note = (f"shots={shots}: {len(short)} class(es) have fewer training examples than {shots} in some fold "
+                        f"and use all they have: " + ", ".join(f"{label} ({n})" for label, n in sorted(short.items())))
+                notes.append(note)
+                _log(note)
+            for seed in range(config.seeds):
+                fold_metrics, weights, subsets, epochs = [], [], {}, []
+                for fold_index, fold in enumerate(folds):
+                    subset = draw_subset(examples, fold.train, task.kind, shots, seed=seed * 1000 + fold_index)
+                    subsets[fold.name] = [examples[i].id for i in subset]
+                    bar.set_postfix_str(f"shots={shots_label(shots)} seed={seed} {fold.name}", refresh=False)
+                    metrics, layer_weights, epoch = _fit_and_score(
+                        task, encoded, feats, layers, subset, fold.dev, fold.test, probe_config, seed
+                    )
+                    bar.update(1)
+                    fold_metrics.append(metrics)
+                    if layer_weights is not None:
+                        weights.append(layer_weights)
+                    epochs.append(epoch)
+                names = fold_metrics[0].keys()
+                per_seed.append(
+                    {
+                        "seed": seed,
+                        "metrics": {m: float(np.mean([fm[m] for fm in fold_metrics])) for m in names},
+                        "per_fold": fold_metrics,
+                        "layer_weights": np.mean(weights, axis=0).tolist() if weights else None,
+                        "best_epochs": epochs,
+                        "subset_ids": subsets,
+                        "train_size": {name: len(ids) for name, ids in subsets.items()},
+                    }
                 )
-                fold_metrics.append(metrics)
-                if layer_weights is not None:
-                    weights.append(layer_weights)
-                epochs.append(epoch)
-            names = fold_metrics[0].keys()
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "metrics": {m: float(np.mean([fm[m] for fm in fold_metrics])) for m in names},
-                    "per_fold": fold_metrics,
-                    "layer_weights": np.mean(weights, axis=0).tolist() if weights else None,
-                    "best_epochs": epochs,
-                    "subset_ids": subsets,
-                    "train_size": {name: len(ids) for name, ids in subsets.items()},
-                }
-            )
-        summary = {m: summarize([s["metrics"][m] for s in per_seed]).as_dict() for m in per_seed[0]["metrics"]}
-        results_by_shots[shots_label(shots)] = {"summary": summary, "per_seed": per_seed}
-        _log(f"{task.name} / {upstream.name} / shots={shots_label(shots)}: "
-             + ", ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}" for m, v in summary.items()))
+            summary = {m: summarize([s["metrics"][m] for s in per_seed]).as_dict() for m in per_seed[0]["metrics"]}
+            results_by_shots[shots_label(shots)] = {"summary": summary, "per_seed": per_seed}
+            _log(f"{task.name} / {upstream.name} / shots={shots_label(shots)}: "
+                 + ", ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}" for m, v in summary.items()))
+    bar.close()
     timings["probes"] = time.monotonic() - t0
     timings["total"] = time.monotonic() - started
 
@@ -236,10 +255,38 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
             "features_from_cache": extraction.skipped_done,
         },
         "results": results_by_shots,
+        "notes": notes,
         "timings": timings,
     }
     write_result(result, Path(output_dir))
     return result
+
+
+def _probe_bar(total: int, enabled: bool):
+    """One bar over every probe to train (shots x seeds x folds), with an ETA."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="probes", unit="probe", disable=not enabled or total == 0, file=sys.stderr)
+
+
+def short_classes(examples: Sequence[Example], folds, kind: TaskKind, shots: int | None) -> dict[str, int]:
+    """Classes with fewer than ``shots`` training examples in some fold -> the fewest they have.
+
+    ``--shots K`` then means "all of them" for those classes; the run says so instead of
+    silently training on fewer examples than asked.
+    """
+    if shots is None or kind is not TaskKind.CLASSIFICATION:
+        return {}
+    short: dict[str, int] = {}
+    labels = sorted({e.target for e in examples})
+    for fold in folds:
+        counts = dict.fromkeys(labels, 0)
+        for i in fold.train:
+            counts[examples[i].target] += 1
+        for label, count in counts.items():
+            if count < shots:
+                short[label] = min(count, short.get(label, count))
+    return short
 
 
 def _fit_and_score(task, encoded: _Encoded, feats, layers, train, dev, test, config: ProbeConfig, seed: int):

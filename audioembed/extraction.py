@@ -27,18 +27,20 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .errors import AudioEmbedError
 from . import __version__
 from .audio import AudioError, probe, resampled_length, stream
 from .inputs import InputItem, collect_inputs, shard_items
 from .registry import check_upstream, load_upstream, resolve_device
 from .store import FeatureWriter, shard_path
+from .threads import apply_threads, choose_threads
 from .upstream import Upstream
 
 POOLINGS = ("none", "mean", "mean+std", "chunks")
 DTYPES = ("float16", "float32")
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(AudioEmbedError, RuntimeError):
     """A bad input under --strict, or an invalid extraction request."""
 
 
@@ -65,13 +67,16 @@ class ExtractSummary:
     failed: dict[str, str] = field(default_factory=dict)  # id -> "path: reason"
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    #: torch intra-op threads used on CPU (None on GPU, or when nothing ran)
+    threads: int | None = None
 
     def __str__(self) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
         lines = [
             f"{self.output}: {self.extracted} extracted, {self.skipped_done} already done, "
             f"{len(self.failed)} failed ({self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s, "
-            f"{speed:.1f}x real time)"
+            f"{speed:.1f}x real time" + (f"; {self.threads} CPU thread{'s' if self.threads != 1 else ''})"
+                                         if self.threads else ")")
         ]
         lines += [f"  FAILED {reason}" for reason in self.failed.values()]
         return "\n".join(lines)
@@ -257,12 +262,15 @@ def extract(
     strict: bool = False,
     progress: bool = True,
     checkpoint_seconds: float = 10.0,
+    threads: int | None = None,
 ) -> ExtractSummary:
     """Extract features of ``inputs`` (files, folders, manifests, or InputItems) into ``output`` (HDF5).
 
     Mirrors ``audioembed extract``; see ``audioembed extract --help`` for each option.
     Finished utterances already in ``output`` are skipped, so rerunning resumes;
-    ``checkpoint_seconds`` bounds the finished work a hard kill can lose.
+    ``checkpoint_seconds`` bounds the finished work a hard kill can lose. On CPU, ``threads``
+    (else ``$AUDIOEMBED_THREADS``, else :func:`audioembed.threads.choose_threads`) sets torch's
+    intra-op threads for the run; the previous count is restored afterwards.
     """
     if pooling not in POOLINGS:
         raise ExtractionError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
@@ -314,11 +322,27 @@ def extract(
         order = sorted(range(len(todo)), key=lambda i: -(totals[i] or 0))
         todo = [todo[i] for i in order]
         totals = [totals[i] for i in order]
-        _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress)
+        previous_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            summary.threads = apply_threads(_thread_choice(threads, upstream, totals, windowing, batch_samples))
+        try:
+            _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress)
+        finally:
+            apply_threads(previous_threads)
     finally:
         writer.close()
     summary.wall_seconds = time.monotonic() - started
     return summary
+
+
+def _thread_choice(threads, upstream: Upstream, totals, windowing: Windowing, batch_samples: int):
+    """Threads for this run from the model size and the audio one forward pass sees (the median file,
+    at most one window, times the files a batch holds)."""
+    lengths = sorted(t for t in totals if t)
+    typical = min(lengths[len(lengths) // 2], windowing.window) if lengths else windowing.window
+    per_forward = max(typical, min(batch_samples, sum(lengths))) if lengths else typical
+    parameters = sum(p.numel() for p in upstream.parameters())
+    return choose_threads(threads, parameters=parameters or None, seconds=per_forward / upstream.sample_rate)
 
 
 def _fail(summary: ExtractSummary, item: InputItem, reason: str, strict: bool, writer: FeatureWriter) -> None:
@@ -328,18 +352,39 @@ def _fail(summary: ExtractSummary, item: InputItem, reason: str, strict: bool, w
     print(f"audioembed: skipping {reason}", file=sys.stderr)
 
 
-def _progress_bar(total_seconds: float, enabled: bool):
-    from tqdm.auto import tqdm
+class _AudioBar:
+    """Progress in seconds of audio that reaches exactly 100 %.
 
-    return tqdm(
-        total=round(total_seconds, 1),
-        unit="s",
-        unit_scale=False,
-        desc="audio",
-        disable=not enabled,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]",
-        file=sys.stderr,
-    )
+    Windows advance the bar by the audio they cover; the last window of a file (or its failure)
+    tops it up to the file's full duration, so frame rounding never leaves the bar short.
+    """
+
+    def __init__(self, totals: Sequence[int | None], sample_rate: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.totals, self.sample_rate = totals, sample_rate
+        self.counted: dict[int, float] = {}
+        self.bar = tqdm(
+            total=round(sum(t for t in totals if t) / sample_rate, 1),
+            unit="s",
+            unit_scale=False,
+            desc="audio",
+            disable=not enabled or not any(totals),  # nothing to do (a cached rerun): no empty 0/0 bar
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]",
+            file=sys.stderr,
+        )
+
+    def advance(self, item_index: int, seconds: float, last: bool) -> None:
+        if last:
+            seconds = (self.totals[item_index] or 0) / self.sample_rate - self.counted.pop(item_index, 0.0)
+        else:
+            self.counted[item_index] = self.counted.get(item_index, 0.0) + seconds
+        self.bar.update(seconds)
+
+    def close(self) -> None:
+        if not self.bar.disable and self.bar.n < self.bar.total and not self.counted:
+            self.bar.update(self.bar.total - self.bar.n)  # float rounding of the rounded total
+        self.bar.close()
 
 
 def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress) -> None:
@@ -350,7 +395,7 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
         target=_producer, args=(todo, totals, upstream, windowing, segments, stop), daemon=True, name="audioembed-decode"
     )
     thread.start()
-    bar = _progress_bar(sum(t for t in totals if t) / sr, progress)
+    bar = _AudioBar(totals, sr, progress)
     open_items: dict[int, object] = {}  # item index -> UtteranceWriter
     try:
         pending: list[Segment] = []
@@ -366,6 +411,7 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
                     if entry.item_index in open_items:
                         writer.abort()
                         del open_items[entry.item_index]
+                    bar.advance(entry.item_index, 0.0, last=True)
                     _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
                     continue
                 else:
@@ -436,4 +482,5 @@ def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary
             )
             summary.extracted += 1
             summary.audio_seconds += total / upstream.sample_rate
-        bar.update(round((seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate, 3))
+        bar.advance(seg.item_index, (seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate,
+                    last=seg.is_last)

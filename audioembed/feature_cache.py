@@ -59,6 +59,7 @@ def cached_features(
     window_seconds: float = 30.0,
     device: str = "auto",
     progress: bool = True,
+    threads: int | None = None,
 ) -> tuple[FeatureReader, dict[str, str], ExtractSummary]:
     """Features of every file in ``paths`` (all layers), extracting only what is missing.
 
@@ -80,5 +81,6 @@ def cached_features(
         device=device,
         window_seconds=window_seconds,
         progress=progress,
+        threads=threads,
     )
     return FeatureReader(target), keys, summary

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Iterator, Sequence
 
+from .errors import AudioEmbedError
 from .audio import AUDIO_EXTENSIONS
 
 #: suffixes (lower case) of manifest files and their column delimiter (None: JSON lines)
 MANIFEST_EXTENSIONS: dict[str, str | None] = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 
 
-class InputError(ValueError):
+class InputError(AudioEmbedError, ValueError):
     """The inputs cannot be turned into a list of items; the message names the culprit."""
 
 

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .upstream import TaskSpec, Upstream, UpstreamError, UpstreamSpec
+from .specs import TaskSpec, UpstreamError, UpstreamSpec
 
 
 class PluginWarning(UserWarning):
@@ -97,8 +97,13 @@ class Registry:
                 table[name] = Registered(spec, plugin, dist)
 
     def upstream_spec(self, name: str) -> UpstreamSpec:
+        """The spec registered as ``name``; ``unified-student`` finds ``unified_student``.
+
+        Result files and reports spell names as registered, but users also type the dashed form
+        that file names use, so both are accepted.
+        """
         try:
-            return self.upstreams[name].spec  # type: ignore[return-value]
+            return self.upstreams[canonical_name(name, self.upstreams)].spec  # type: ignore[return-value]
         except KeyError:
             known = ", ".join(sorted(self.upstreams)) or "none"
             hint = ""
@@ -108,10 +113,20 @@ class Registry:
 
     def task_spec(self, name: str) -> TaskSpec:
         try:
-            return self.tasks[name].spec  # type: ignore[return-value]
+            return self.tasks[canonical_name(name, self.tasks)].spec  # type: ignore[return-value]
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise KeyError(f"unknown task '{name}' (available: {known})") from None
+
+
+def canonical_name(name: str, table) -> str:
+    """``name`` as registered in ``table``: dashes and underscores are interchangeable."""
+    if name in table:
+        return name
+    for candidate in (name.replace("-", "_"), name.replace("_", "-")):
+        if candidate in table:
+            return candidate
+    return name
 
 
 @lru_cache(maxsize=1)
@@ -119,16 +134,19 @@ def get_registry() -> Registry:
     return Registry()
 
 
-def load_upstream(name: str, model: str | None = None, device: str | None = "cpu") -> Upstream:
+def load_upstream(name: str, model: str | None = None, device: str | None = "cpu") -> "Upstream":  # noqa: F821
     """Build the upstream registered as ``name`` from ``model`` (hub id or path), in eval mode.
 
     ``device`` is ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available).
     """
+    from .upstream import Upstream
+
     spec = check_upstream(name, model)
     upstream = spec.load(model)
     if not isinstance(upstream, Upstream):
         raise UpstreamError(f"upstream '{name}' loader returned {type(upstream).__name__}, not an Upstream")
-    upstream.name = upstream.name or name
+    # the registered name, not the family's: files and reports must say `small_mert`, not `mert`
+    upstream.name = spec.name
     upstream.eval()
     upstream.requires_grad_(False)
     return upstream.to(resolve_device(device))

@@ -1,4 +1,4 @@
-"""Gather downstream result files into one tasks x upstreams table and plots."""
+"""Gather downstream result files into tasks x upstreams tables (one set per dataset) and plots."""
 
 from __future__ import annotations
 
@@ -33,8 +33,20 @@ def _column(result: dict) -> str:
     return name
 
 
+def dataset_of(result: dict) -> str:
+    """The dataset a run was made on (its ``--data`` path), so runs on different data never share a table."""
+    return str(result.get("data", {}).get("path") or "(unknown dataset)")
+
+
 def summary_table(results: list[dict]) -> str:
-    """One table per shot setting: rows = tasks (primary metric), columns = upstreams."""
+    """Per dataset, one table per shot setting: rows = tasks (primary metric), columns = upstreams."""
+    lines = []
+    for dataset in sorted({dataset_of(r) for r in results}):
+        lines += [f"## dataset: `{dataset}`", "", _dataset_tables([r for r in results if dataset_of(r) == dataset])]
+    return "\n".join(lines)
+
+
+def _dataset_tables(results: list[dict]) -> str:
     columns = sorted({_column(r) for r in results})
     by_shots: dict[str, dict[tuple[str, str], dict]] = defaultdict(dict)
     metric_of: dict[str, str] = {}
@@ -45,7 +57,7 @@ def summary_table(results: list[dict]) -> str:
     lines = []
     for shots in sorted(by_shots, key=_shots_order):
         cells = by_shots[shots]
-        lines += [f"## shots per class: {shots}", "", "| task | metric | " + " | ".join(columns) + " |",
+        lines += [f"### shots per class: {shots}", "", "| task | metric | " + " | ".join(columns) + " |",
                   "|---|---|" + "---|" * len(columns)]
         for task in sorted({t for t, _ in cells}):
             row = []
@@ -120,10 +132,13 @@ def write_report(folder: str | Path, output: str | Path) -> Path:
     plots.mkdir(parents=True, exist_ok=True)
     lines = ["# audioembed downstream report", "", f"{len(results)} runs from `{folder}`; mean ± std over seeds "
              "(n = seeds), primary metric of each task.", "", summary_table(results), "## Plots", ""]
-    for task in sorted({r["task"] for r in results}):
-        png = plots / f"fewshot_{task}.png"
-        if plot_fewshot_curves(results, task, png):
-            lines.append(f"![{task} few-shot]({plots.name}/{png.name})")
+    datasets = sorted({dataset_of(r) for r in results})
+    for number, dataset in enumerate(datasets):
+        on_dataset = [r for r in results if dataset_of(r) == dataset]
+        for task in sorted({r["task"] for r in on_dataset}):
+            png = plots / (f"fewshot_{task}.png" if len(datasets) == 1 else f"fewshot_{task}_dataset{number + 1}.png")
+            if plot_fewshot_curves(on_dataset, task, png):
+                lines.append(f"![{task} few-shot on {dataset}]({plots.name}/{png.name})")
     for r in results:
         stem = Path(r["_file"]).stem
         png = plots / f"layers_{stem}.png"

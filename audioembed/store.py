@@ -37,6 +37,8 @@ from urllib.parse import quote, unquote
 import h5py
 import numpy as np
 
+from .errors import AudioEmbedError
+
 FORMAT_VERSION = 1
 UTTERANCES = "utterances"
 #: attributes that must match for two runs to write into the same store
@@ -54,7 +56,7 @@ IDENTITY_KEYS = (
 _SHARD_RE = re.compile(r"-shard(\d+)of(\d+)\.h5$")
 
 
-class StoreError(RuntimeError):
+class StoreError(AudioEmbedError, RuntimeError):
     """A feature file cannot be used as asked; the message names the file."""
 
 

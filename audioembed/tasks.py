@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import AudioEmbedError
+
 
 class TaskKind(str, enum.Enum):
     #: one label per utterance (target: str)
@@ -28,7 +30,7 @@ class TaskKind(str, enum.Enum):
     REGRESSION = "regression"
 
 
-class TaskDataError(ValueError):
+class TaskDataError(AudioEmbedError, ValueError):
     """The dataset cannot be used at all (not a bad row: those are reported and skipped)."""
 
 

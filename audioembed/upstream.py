@@ -9,15 +9,14 @@ assumes 16 kHz / 50 Hz silently misaligns MERT-v1 (24 kHz, 75 Hz) and DSP baseli
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-class UpstreamError(RuntimeError):
-    """An upstream cannot be built or loaded; the message says what to do."""
+# the registration records live in a torch-free module so listing plugins stays fast;
+# they are re-exported here, where plugins have always imported them from
+from .specs import TaskSpec, UpstreamError, UpstreamSpec  # noqa: F401
 
 
 @dataclass
@@ -94,36 +93,6 @@ class Upstream(nn.Module):
             digest.update(str(tuple(t.shape)).encode())
             digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return digest.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class UpstreamSpec:
-    """What a plugin registers for one upstream name.
-
-    ``load(source)`` builds the upstream; ``source`` is the ``--model``/``--ckpt`` value
-    (hub id or path) or ``None``.
-    """
-
-    name: str
-    load: Callable[[str | None], Upstream]
-    summary: str
-    #: True when ``load`` cannot work without a ``source``
-    requires_source: bool = False
-    #: example source shown in help texts
-    example_source: str | None = None
-    aliases: tuple[str, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a plugin registers for one downstream task.
-
-    ``build()`` returns the task object; its interface is defined by the downstream runner.
-    """
-
-    name: str
-    build: Callable[[], object]
-    summary: str
 
 
 def padded_lengths_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Callable, Iterable
 
+from audioembed.errors import AudioEmbedError
 from audioembed.audio import AUDIO_EXTENSIONS
 from audioembed.inputs import MANIFEST_EXTENSIONS, InputError, manifest_rows, scan_directory
 from audioembed.tasks import Example, Task, TaskData, TaskDataError, TaskOption
@@ -46,7 +47,7 @@ _AUDIO_SUFFIXES = frozenset(AUDIO_EXTENSIONS)
 _QUOTED_PROBLEMS = 5
 
 
-class BadRow(ValueError):
+class BadRow(AudioEmbedError, ValueError):
     """One example cannot be used; the message is the reason (without the location)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from audioembed.hookspecs import hookimpl
+from audioembed.hub import hub_endpoint, hub_reachable
 from audioembed.models.hf_encoder import HFEncoderUpstream, read_json, refused_pickle, wrap_hf_model
 from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
 
@@ -93,17 +94,25 @@ def hub_error(repo_id: str, reason: str) -> UpstreamError:
     )
 
 
-def _describe_hub_exception(repo_id: str, exc: BaseException, offline: bool) -> str:
+def _describe_hub_exception(repo_id: str, exc: BaseException, offline: bool, unreachable: bool = False) -> str:
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     if isinstance(exc, GatedRepoError):
         return "the repository is gated: accept its terms on the Hub and log in with `hf auth login`"
     if isinstance(exc, RepositoryNotFoundError):
         return "no such repository on the Hub, or it is private"
+    if unreachable:
+        return f"no network: {hub_endpoint()} could not be reached, and it is not in the local cache {hub_cache_dir()}"
     if offline or isinstance(exc, LocalEntryNotFoundError):
         mode = "offline mode (HF_HUB_OFFLINE=1)" if offline else "the Hub could not be reached"
         return f"{mode} and it is not in the local cache {hub_cache_dir()}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _offline_or_unreachable() -> tuple[bool, bool]:
+    """(offline by setting, Hub unreachable): either way only the local cache is read, at once."""
+    offline = hub_offline()
+    return offline, (not offline and not hub_reachable())
 
 
 def hub_download(repo_id: str, filename: str, *, required: bool = True) -> str | None:
@@ -114,30 +123,30 @@ def hub_download(repo_id: str, filename: str, *, required: bool = True) -> str |
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    offline = hub_offline()
+    offline, unreachable = _offline_or_unreachable()
     try:
-        return hf_hub_download(repo_id, filename, cache_dir=hub_cache_dir(), local_files_only=offline)
+        return hf_hub_download(repo_id, filename, cache_dir=hub_cache_dir(), local_files_only=offline or unreachable)
     except EntryNotFoundError as exc:
-        if not required:
+        if not required and not (unreachable and isinstance(exc, LocalEntryNotFoundError)):
             return None
         if isinstance(exc, LocalEntryNotFoundError):
-            raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline)) from exc
+            raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline, unreachable)) from exc
         raise hub_error(repo_id, f"the repository has no {filename}") from exc
     except Exception as exc:  # network, auth, validation: all mean "cannot be had"
-        raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline)) from exc
+        raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline, unreachable)) from exc
 
 
 def hub_snapshot(repo_id: str, allow_patterns: list[str]) -> Path:
     """Local snapshot folder of Hub model ``repo_id`` holding the files matching ``allow_patterns``."""
     from huggingface_hub import snapshot_download
 
-    offline = hub_offline()
+    offline, unreachable = _offline_or_unreachable()
     try:
         folder = snapshot_download(
-            repo_id, allow_patterns=allow_patterns, cache_dir=hub_cache_dir(), local_files_only=offline
+            repo_id, allow_patterns=allow_patterns, cache_dir=hub_cache_dir(), local_files_only=offline or unreachable
         )
     except Exception as exc:
-        raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline)) from exc
+        raise hub_error(repo_id, _describe_hub_exception(repo_id, exc, offline, unreachable)) from exc
     return Path(folder)
 
 
@@ -188,7 +197,8 @@ def load_hf_encoder(name: str, source: str) -> HFEncoderUpstream:
         kwargs["local_files_only"] = True
         target = str(folder)
     else:
-        kwargs["local_files_only"] = hub_offline()
+        offline, unreachable = _offline_or_unreachable()
+        kwargs["local_files_only"] = offline or unreachable
         kwargs["cache_dir"] = hub_cache_dir()
         target = source
     with warnings.catch_warnings():

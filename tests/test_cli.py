@@ -61,3 +61,139 @@ def test_bad_file_exit_code_and_summary(tmp_path):
     result = CliRunner().invoke(main, ["extract", "-u", "fbank", str(tmp_path), "-o", str(tmp_path / "s.h5"), "-q",
                                        "--strict"])
     assert result.exit_code == 1 and "b.wav" in result.output
+
+
+# --- lazy command loading, one error base, one error mapping -------------------------------------
+
+import errno
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from audioembed.cli import COMMANDS
+from audioembed.errors import AudioEmbedError, user_message
+
+
+def _walk(command, path):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name in command.list_commands(None):
+            yield from _walk(command.get_command(None, name), [*path, name])
+
+
+def test_help_imports_no_command_module_and_no_torch():
+    code = ("import sys\nfrom audioembed.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('audioembed.commands.')\n"
+            "               or m.startswith('audioembed.distill') or m == 'h5py')\n"
+            "print('HEAVY', heavy)\n")
+    run = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "HEAVY []" in run.stdout, run.stdout
+    for name in COMMANDS:
+        assert name in run.stdout
+
+
+def test_listed_summaries_match_the_commands_and_every_option_is_described():
+    for name, lazy in COMMANDS.items():
+        command = lazy.load()
+        assert " ".join((command.help or "").split("\n\n")[0].split()) == lazy.summary, name
+        for path, sub in _walk(command, [name]):
+            undocumented = [p.name for p in sub.params if isinstance(p, click.Option) and not p.help and not p.hidden]
+            assert not undocumented, f"{' '.join(path)}: options without a description: {undocumented}"
+
+
+def test_every_command_help_shows_an_example():
+    for name, lazy in COMMANDS.items():
+        for path, sub in _walk(lazy.load(), [name]):
+            assert sub.epilog and "Example" in sub.epilog and "audioembed " in sub.epilog, " ".join(path)
+
+
+def test_every_project_error_derives_from_the_base():
+    import importlib
+    import pkgutil
+
+    import audioembed
+
+    for info in pkgutil.walk_packages(audioembed.__path__, "audioembed."):
+        if not info.name.endswith("__main__"):  # running it would start the command line
+            importlib.import_module(info.name)
+    import audioembed_downstreams.common  # noqa: F401
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = [c for c in subclasses(Exception) if c.__module__.startswith(("audioembed", "audioembed_downstreams"))
+            and not issubclass(c, Warning)]
+    assert len(ours) >= 20
+    strays = [f"{c.__module__}.{c.__qualname__}" for c in ours if not issubclass(c, AudioEmbedError)]
+    assert not strays, strays
+
+
+def test_os_errors_become_one_line_with_the_file():
+    message, code = user_message(OSError(errno.ENOSPC, "No space left on device", "/data/out.h5"))
+    assert message == "'/data/out.h5': no space left on the device" and code == 1
+    message, _ = user_message(AudioEmbedError("bad\nfile name"))
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("where", ["proc", "parent_is_file"])
+def test_impossible_output_paths_give_one_line(tmp_path, where):
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
+    (tmp_path / "plain").write_text("x")
+    output = {"proc": "/proc/x.h5", "parent_is_file": str(tmp_path / "plain" / "x.h5")}[where]
+    result = CliRunner().invoke(main, ["extract", "-u", "mfcc", str(tmp_path / "a.wav"), "-o", output, "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: output"), result.output
+
+
+def test_downstream_output_in_impossible_place(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    result = CliRunner().invoke(main, ["downstream", "classify", "-u", "mfcc", "--data", str(tmp_path),
+                                       "-o", str(tmp_path / "plain" / "results")])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output, result.output
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
+    import audioembed.extraction
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audioembed.extraction, "extract", interrupted)
+    result = CliRunner().invoke(main, ["extract", "-u", "mfcc", str(tmp_path), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 130
+    assert "rerun the same command to resume" in result.output
+
+
+def test_dashed_upstream_names_are_accepted():
+    from audioembed.registry import check_upstream
+
+    assert check_upstream("unified-student").name == "unified_student"
+    assert check_upstream("small-mert").name == "small_mert"
+
+
+def test_inspect_shows_the_registered_name_of_a_bundled_model(tmp_path):
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 24000), 24000)
+    runner = CliRunner()
+    result = runner.invoke(main, ["extract", "-u", "small-mert", str(tmp_path / "a.wav"), "-o", str(tmp_path / "m.h5"), "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["inspect", str(tmp_path / "m.h5")])
+    assert "upstream:     small_mert " in result.output, result.output
+
+
+def test_library_loading_bars_are_silenced_without_quiet(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
+    result = CliRunner().invoke(main, ["extract", "-u", "mfcc", str(tmp_path / "a.wav"), "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == 0, result.output
+    assert not hf_logging.is_progress_bar_enabled()

@@ -8,7 +8,11 @@ from .music import music_command
 from .speech import speech_command
 
 
-@click.group("corpus")
+@click.group("corpus", epilog="""\b
+Examples:
+  audioembed corpus speech -o corpora/speech --prompts cmuarctic.data
+  audioembed corpus music -o corpora/music
+""")
 def corpus_group():
     """Build deterministic, labelled speech (TTS) and music (rendered MIDI) corpora."""
 

@@ -34,11 +34,15 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.command("distill")
+@click.command("distill", epilog="""\b
+Examples:
+  audioembed distill -c recipes/distill/multi_teacher.toml
+  audioembed distill -c recipes/distill/multi_teacher.toml --set optim.lr=1e-4
+""")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--until-step", type=int, default=None,
-              help="Stop (with a checkpoint) after this many optimiser steps; rerun to continue.")
+              help="Stop (with a checkpoint) after this many optimiser steps; rerun with a larger value or without it to continue.")
 @click.option("--init-only", is_flag=True, help="Only write the initial student (OUT/init, the theta_0 of task vectors).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def distill_command(config_path, overrides, until_step, init_only, quiet):
@@ -66,10 +70,13 @@ def distill_command(config_path, overrides, until_step, init_only, quiet):
         elif folder.name == "student":
             click.echo(f"student written to {folder} ({trainer.step} steps)")
         else:
-            click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun the same command to continue")
+            click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun without --until-step (or with a larger one) to continue")
 
 
-@click.command("distill-cache")
+@click.command("distill-cache", epilog="""\b
+Examples:
+  audioembed distill-cache -c recipes/distill/multi_teacher.toml -o runs/cache
+""")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,

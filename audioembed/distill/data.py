@@ -24,13 +24,14 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from ..errors import AudioEmbedError
 from ..audio import AudioError, check_rate, decode_segment, probe
 from ..inputs import InputError, collect_inputs
 
 Warn = Callable[[str], None]
 
 
-class DataError(ValueError):
+class DataError(AudioEmbedError, ValueError):
     """The training data cannot be used as asked; the message names the file or setting."""
 
 

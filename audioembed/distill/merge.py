@@ -455,7 +455,11 @@ def parse_add(value: str, *, weight_optional: bool = False) -> tuple[str, float 
     raise MergeError(f"--add {value}: expected PATH:WEIGHT, e.g. --add runs/speech/student:0.5")
 
 
-@click.command("merge")
+@click.command("merge", epilog="""\b
+Examples:
+  audioembed merge --base runs/speech/init --add runs/speech/student --add runs/music/student -o runs/merged
+  audioembed merge --base BASE --add A --add B --sweep -o runs/merged
+""")
 @click.option("--base", "base", required=True, type=click.Path(),
               help="Student folder with the initial weights theta_0 (e.g. OUT/init of `audioembed distill --init-only`).")
 @click.option("--add", "adds", multiple=True, metavar="PATH:WEIGHT",

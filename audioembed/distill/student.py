@@ -15,6 +15,8 @@ from typing import Mapping
 
 import torch
 
+from ..errors import AudioEmbedError
+
 #: DistilHuBERT's architecture (METHODS.md section 2); every field can be overridden
 DISTILHUBERT = dict(
     hidden_size=768,
@@ -58,7 +60,7 @@ ARCH_FIELDS = (
 )
 
 
-class StudentError(ValueError):
+class StudentError(AudioEmbedError, ValueError):
     """A student cannot be built, initialised or merged as asked; the message says why."""
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import AudioEmbedError
 from ..models.hf_encoder import load_pretrained, wrap_hf_model
 from ..models.student_folder import HEADS_FILE, META_FILE, read_student_metadata, save_student
 from ..registry import resolve_device
@@ -45,7 +46,7 @@ from .loss import combine, per_sample_terms
 from .pcgrad import pcgrad_backward
 from .student import InitReport, StudentError, average_state_dicts, copy_fitting, student_config, build_student, weights_fingerprint
 
-class DistillError(RuntimeError):
+class DistillError(AudioEmbedError, RuntimeError):
     """Training cannot start or continue; the message says why and what to do."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import AudioEmbedError
 from .catalog import DOMAINS, KINDS, METRICS, packaged_registry_path
 
 HUB_PREFIX = "DynamicSuperb/"
@@ -109,7 +110,7 @@ PHASE1_COUNT = 55
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 
 
-class BuildError(ValueError):
+class BuildError(AudioEmbedError, ValueError):
     """The list cannot be turned into a registry; the message names the rows."""
 
 

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import yaml
 
+from ..errors import AudioEmbedError
+
 DOMAINS = ("speech", "music", "audio")
 #: single-label / multi-label / regression are probed; multi-clip is single-label over a pair
 #: (or triple) of clips; generation is skipped by eval and scored by error rates or a judge
@@ -33,7 +35,7 @@ ENV_USER_REGISTRY = "AUDIOEMBED_DSUPERB_REGISTRY"
 LABEL_SET_SEPARATORS = re.compile(r"\s*[,;]\s*")
 
 
-class CatalogError(ValueError):
+class CatalogError(AudioEmbedError, ValueError):
     """A registry file or a task selection is unusable; the message names the file or the id."""
 
 

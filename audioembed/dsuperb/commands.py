@@ -22,6 +22,11 @@ dsuperb_group = click.Group(
     "dsuperb",
     help="Dynamic-SUPERB Phase-2: probe an upstream on each task, score spoken-LM answers, report by domain.",
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  audioembed dsuperb list --tasks domain:music
+  audioembed dsuperb eval --upstream mfcc --tasks domain:music --data-root dsuperb/ -o results/
+""",
 )
 
 _registry_option = click.option(
@@ -36,7 +41,11 @@ _data_root_option = click.option(
     help=f"Folder holding the downloaded instances (<id>/, <id>.parquet or a Hub cache) [env: {ENV_DATA_ROOT}].")
 
 
-@dsuperb_group.command("list")
+@dsuperb_group.command("list", epilog="""\b
+Examples:
+  audioembed dsuperb list --tasks domain:music
+  audioembed dsuperb list --data-root dsuperb/
+""")
 @_tasks_option
 @_data_root_option
 @_registry_option
@@ -76,7 +85,10 @@ def list_command(tasks, data_root, registry, output_format):
     click.echo(f"{len(entries)} tasks" + (f", {found} with a local copy under {data_root}" if data_root else ""))
 
 
-@dsuperb_group.command("eval")
+@dsuperb_group.command("eval", epilog="""\b
+Examples:
+  audioembed dsuperb eval --upstream mfcc --tasks domain:music --data-root dsuperb/ -o results/
+""")
 @click.option("--upstream", "-u", required=True, help="Registered upstream name (see `audioembed plugins`).")
 @click.option("--model", "-m", default=None, help="Hub id or local folder of the weights.")
 @click.option("--ckpt", default=None, type=click.Path(), help="Checkpoint folder (students); same as --model PATH.")
@@ -87,7 +99,7 @@ def list_command(tasks, data_root, registry, output_format):
 @click.option("--layers", default="all", show_default=True, help="Layers the probe mixes: all, last or indices.")
 @click.option("--probe", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="Probe of classification tasks (regression always uses ridge).")
-@click.option("--max-epochs", default=200, show_default=True)
+@click.option("--max-epochs", default=200, show_default=True, help="Upper bound on probe training epochs (early stopping).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Feature cache folder [default: $AUDIOEMBED_CACHE or ~/.cache/audioembed/features].")
@@ -127,7 +139,10 @@ def eval_command(upstream, model, ckpt, tasks, data_root, folds, seed, layers, p
         sys.exit(3 if finished else 1)
 
 
-@dsuperb_group.command("score")
+@dsuperb_group.command("score", epilog="""\b
+Examples:
+  audioembed dsuperb score --predictions answers.jsonl --data-root dsuperb/
+""")
 @click.option("--predictions", "-p", required=True, type=click.Path(exists=True, dir_okay=False),
               help="JSONL: one object per answer with 'instance' (or 'task'), 'file' and 'response'.")
 @_data_root_option
@@ -155,10 +170,13 @@ def score_command(predictions, data_root, tasks, judge, registry, output):
         raise click.ClickException("no task could be scored (see the problems above)")
 
 
-@dsuperb_group.command("add")
+@dsuperb_group.command("add", epilog="""\b
+Examples:
+  audioembed dsuperb add my_task/ --domain speech
+""")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--domain", required=True, type=click.Choice(DOMAINS))
-@click.option("--category", default="local", show_default=True)
+@click.option("--domain", required=True, type=click.Choice(DOMAINS), help="Domain the task belongs to (groups tasks in reports).")
+@click.option("--category", default="local", show_default=True, help="Category label of the task in the registry.")
 @click.option("--id", "task_id", default=None, help="Task id [default: the folder or file name].")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Override the kind inferred from the labels.")
 @click.option("--metric", type=click.Choice(METRICS), default=None, help="How `score` grades answers [default: by kind].")

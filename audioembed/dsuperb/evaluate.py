@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import AudioEmbedError
 from .. import __version__
 from ..extraction import resolve_layers
 from ..feature_cache import cached_features, default_cache_dir
@@ -62,7 +63,7 @@ MAX_LISTED_PROBLEMS = 20
 EVAL_PROBES = tuple(p for p in PROBES if p != "centroid")
 
 
-class DsuperbError(RuntimeError):
+class DsuperbError(AudioEmbedError, RuntimeError):
     """One task (or the whole run) cannot be evaluated as asked; the message says why."""
 
 

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from ..errors import AudioEmbedError
+
 #: clip columns in the order the clips are compared (the first is the anchor of pair features);
 #: ``audio1`` appears in some instances, ``enrollment``/``testing`` and ``query``/``doc`` are the
 #: two known outlier schemas (speaker verification, query-by-example)
@@ -40,7 +42,7 @@ _FORMAT_SUFFIX = {"WAV": ".wav", "WAVEX": ".wav", "FLAC": ".flac", "OGG": ".ogg"
 BATCH_ROWS = 64
 
 
-class InstanceError(ValueError):
+class InstanceError(AudioEmbedError, ValueError):
     """An instance cannot be read at all; the message names the path."""
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..errors import AudioEmbedError
 from ..metrics import char_error_rate, regression_metrics, word_error_rate
 from .catalog import Catalog, TaskEntry, parse_float, split_label_set
 from .loader import locate_instance, open_instance
@@ -65,7 +66,7 @@ _NUMBER_WORD = re.compile(r"\b(?:" + "|".join(sorted(NUMBER_WORDS, key=len, reve
 REPORT_METRICS = ("accuracy", "f1", "pearson", "wer", "cer", "per", "judge", "na_rate")
 
 
-class ScoreError(ValueError):
+class ScoreError(AudioEmbedError, ValueError):
     """The predictions cannot be scored at all; the message names the file and line."""
 
 

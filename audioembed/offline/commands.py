@@ -7,7 +7,11 @@ import click
 from .pipeline import STAGES
 
 
-@click.command("reproduce")
+@click.command("reproduce", epilog="""\b
+Examples:
+  audioembed reproduce -c recipes/offline/offline.toml
+  audioembed reproduce -c recipes/offline/offline.toml --until students
+""")
 @click.option("--config", "-c", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Recipe file (TOML or YAML), e.g. recipes/offline/offline.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -15,12 +15,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..errors import AudioEmbedError
+
 #: name prefixes of the Sonic Pi sample library kept as instrument families (>= 8 files each)
 SONIC_PI_FAMILIES = ("ambi", "bass", "bd", "drum", "elec", "glitch", "loop", "mehackit", "perc", "tabla")
 SPLITS = ("train", "dev", "test")
 
 
-class EvalSetError(ValueError):
+class EvalSetError(AudioEmbedError, ValueError):
     """A corpus manifest cannot give the evaluation set; the message names the file."""
 
 

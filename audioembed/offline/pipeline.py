@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..errors import AudioEmbedError
 from ..training.config import ConfigError
 from .recipe import TASK_DOMAINS, RecipeConfig, StudentRun, read_recipe
 
 STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(AudioEmbedError, RuntimeError):
     """A stage cannot run; the message names the stage and the cause."""
 
 

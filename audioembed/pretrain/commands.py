@@ -14,7 +14,10 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.command("pretrain")
+@click.command("pretrain", epilog="""\b
+Examples:
+  audioembed pretrain --kind hubert -d corpora/speech/pretrain.csv -o runs/speech_teacher
+""")
 @click.option("--kind", type=click.Choice(["hubert", "mert"]), default=None,
               help="hubert: speech teacher, 16 kHz, MFCC units. mert: music teacher, 24 kHz, log-mel + chroma "
                    "units and CQT-band reconstruction. [default: the config's kind, else hubert]")
@@ -27,7 +30,7 @@ def _warn(message: str) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field, e.g. --set optim.max_steps=3000 --set units.k=100 (repeatable).")
 @click.option("--until-step", type=int, default=None,
-              help="Stop (with a checkpoint) after this many steps; rerun the same command to continue.")
+              help="Stop (with a checkpoint) after this many steps; rerun with a larger value or without it to continue.")
 @click.option("--iteration", type=click.IntRange(1, 2), default=None,
               help="1: units from k-means of DSP features; 2: from k-means of a teacher layer (--units-from).")
 @click.option("--units-from", type=click.Path(exists=True, file_okay=False), default=None,
@@ -82,4 +85,4 @@ def pretrain_command(kind, data, output, config_path, overrides, until_step, ite
         click.echo(f"teacher written to {folder} ({trainer.step} steps); "
                    f"use it with: audioembed extract --upstream {upstream} --model {folder} ...")
     else:
-        click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun the same command to continue")
+        click.echo(f"stopped at step {trainer.step}; checkpoint {folder}; rerun without --until-step (or with a larger one) to continue")

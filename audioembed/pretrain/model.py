@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import AudioEmbedError
 from ..models.hf_encoder import NORMALIZE_EPS, install_padding_masks
 from .targets import FrameGrid
 
@@ -41,7 +42,7 @@ RELEASE_MASKING = dict(apply_spec_augment=True, mask_time_prob=0.05, mask_time_l
 INFO_FILE = "audioembed_pretrain.json"
 
 
-class ModelError(ValueError):
+class ModelError(AudioEmbedError, ValueError):
     """The architecture cannot be built as configured."""
 
 

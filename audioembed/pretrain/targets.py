@@ -36,13 +36,15 @@ from typing import Sequence
 import numpy as np
 from scipy.fft import dct
 
+from ..errors import AudioEmbedError
+
 #: the features :func:`frame_features` computes
 FEATURES = ("mfcc", "logmel", "chroma", "cqt")
 LOG_FLOOR = 1e-10
 PREEMPHASIS = 0.97
 
 
-class TargetError(ValueError):
+class TargetError(AudioEmbedError, ValueError):
     """A target feature or codebook cannot be computed as asked."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import AudioEmbedError
 from ..training.checkpoints import CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder, save_checkpoint
 from ..training.config import ConfigError
 from ..training.optim import make_optimizer
@@ -48,7 +49,7 @@ FIT_SEED_OFFSET = 7919
 IGNORE = -100
 
 
-class PretrainError(RuntimeError):
+class PretrainError(AudioEmbedError, RuntimeError):
     """Pretraining cannot start or continue; the message says why and what to do."""
 
 

@@ -23,13 +23,14 @@ from typing import Callable
 import torch
 
 from .config import ConfigError, config_differences
+from ..errors import AudioEmbedError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "config.toml"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AudioEmbedError, RuntimeError):
     """The run folder cannot be used or resumed; the message names the file and what to do."""
 
 

@@ -18,9 +18,10 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
+from ..errors import AudioEmbedError
 
 
-class ConfigError(ValueError):
+class ConfigError(AudioEmbedError, ValueError):
     """The config cannot be used; the message names the file and the field."""
 
 

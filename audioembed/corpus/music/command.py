@@ -10,7 +10,10 @@ from .common import DEFAULTS, SAMPLE_RATE, MusicCorpusError, require
 from .options import MusicCorpusOptions
 
 
-@click.command("music")
+@click.command("music", epilog="""\b
+Examples:
+  audioembed corpus music -o corpora/music
+""")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--chorales", default=DEFAULTS["chorales"], show_default=True,

@@ -6,6 +6,7 @@ import hashlib
 import random
 import sys
 from pathlib import Path
+from ...errors import AudioEmbedError
 
 
 #: default output rate: the music teacher (MERT-v1) runs at 24 kHz
@@ -39,7 +40,7 @@ GENERATOR_VERSION = 1
 DEFAULTS = dict(chorales=240, transpositions=4, pieces=800, chorale_seconds=20.0, piece_seconds=10.0)
 
 
-class MusicCorpusError(Exception):
+class MusicCorpusError(AudioEmbedError):
     """The corpus cannot be built as asked; the message says why and what to do.
 
     After a build with failed items, ``manifest`` is the manifest written for the rest and

@@ -25,7 +25,10 @@ def _floats(count: int):
     return parse
 
 
-@click.command("speech")
+@click.command("speech", epilog="""\b
+Examples:
+  audioembed corpus speech -o corpora/speech --prompts cmuarctic.data
+""")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Output folder (required; created; reruns resume).")
 @click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False),
               help="Prompts file (required): festival format ( id \"text\" ), e.g. ../shared/data/text/cmuarctic.data, "

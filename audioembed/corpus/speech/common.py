@@ -7,6 +7,7 @@ import sys
 from typing import Callable, Sequence
 
 import numpy as np
+from ...errors import AudioEmbedError
 
 
 #: sample rate of every file written
@@ -43,7 +44,7 @@ MANIFEST_COLUMNS = (
 Warn = Callable[[str], None]
 
 
-class CorpusError(Exception):
+class CorpusError(AudioEmbedError):
     """The corpus cannot be built as asked; the message says why and what to do."""
 
 
