@@ -168,6 +168,52 @@ def consolidate(path: str | os.PathLike) -> int:
     return added
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _acquire_lock(lock_path: Path, store_path: Path) -> int:
+    """Exclusive lock on ``lock_path``; raises StoreError when another writer holds it.
+
+    The lock file is deleted on release, so the file a process opened may be unlinked
+    before (or just after) it gets locked; a lock on an unlinked inode excludes nobody.
+    Only a lock on the inode that is *at the path* after locking counts, so this loops
+    until it holds that one.
+    """
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held_at_path = _same_file(fd, lock_path)
+            os.close(fd)
+            if held_at_path:
+                raise StoreError(f"{store_path}: another audioembed process is writing to this file") from None
+            continue  # its holder was releasing it; try the file now at the path
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, lock_path):
+            return fd
+        os.close(fd)  # locked a file its holder had already unlinked
+
+
+def _release_lock(lock_path: Path, fd: int) -> None:
+    """Unlink *while still holding* the lock, so nobody can lock this inode and believe it current."""
+    try:
+        os.unlink(lock_path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 class UtteranceWriter:
     """Writes one utterance into the current part file, window by window."""
 
@@ -253,12 +299,8 @@ class FeatureWriter:
         self.attrs = attrs
         self.seal_seconds = seal_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(f"{self.path}.lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise StoreError(f"{self.path}: another audioembed process is writing to this file") from None
+        self._lock_path = Path(f"{self.path}.lock")
+        self._lock_fd: int | None = _acquire_lock(self._lock_path, self.path)
         try:
             self._open()
         except BaseException:
@@ -353,13 +395,9 @@ class FeatureWriter:
             self._release_lock()
 
     def _release_lock(self) -> None:
-        if not self._lock_file.closed:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            try:
-                os.unlink(self._lock_file.name)
-            except FileNotFoundError:
-                pass
+        if self._lock_fd is not None:
+            _release_lock(self._lock_path, self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> "FeatureWriter":
         return self
