@@ -18,6 +18,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .messages import printable
+
 #: suffixes (lower case) treated as audio when a folder is searched. ``.mp3`` decodes where
 #: the installed libsndfile was built with mpg123 (>= 1.1); elsewhere such a file is reported
 #: as an error of its own instead of silently skipped.
@@ -48,7 +50,7 @@ class AudioError(Exception):
     def __init__(self, path: str, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{printable(self.path)}: {reason}")
 
     def __reduce__(self):
         # Keep the two-argument constructor working across process boundaries (DataLoader
