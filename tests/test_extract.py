@@ -186,3 +186,23 @@ def test_chunk_pooling_is_the_mean_of_each_window(tmp_path):
         assert rows.shape == (4, x.shape[1])  # windows of 100 frames: 100, 100, 100, rest
         for i in range(4):
             np.testing.assert_allclose(rows[i], x[100 * i : 100 * (i + 1)].mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_truncated_files_are_reported_and_skipped(tmp_path, capsys):
+    import soundfile as sf
+
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "good.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    full_wav = audio_gen.write_audio(tmp_path / "full.wav", audio_gen.noise(1.0, 16000, seed=5), 16000)
+    data = open(full_wav, "rb").read()
+    (root / "cut.wav").write_bytes(data[: len(data) // 2])
+    sf.write(tmp_path / "full.ogg", audio_gen.noise(6.0, 16000, seed=6), 16000, format="OGG", subtype="VORBIS")
+    data = open(tmp_path / "full.ogg", "rb").read()
+    (root / "cut.ogg").write_bytes(data[: len(data) // 2])
+    summary = extract([root], "fbank", tmp_path / "f.h5", progress=False)
+    assert summary.extracted == 1
+    assert set(summary.failed) == {"cut.wav", "cut.ogg"}
+    for uid, reason in summary.failed.items():
+        assert reason.startswith(f"{root / uid}: truncated")
+    assert f"audioembed: skipping {root / 'cut.wav'}: truncated" in capsys.readouterr().err
