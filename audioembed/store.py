@@ -461,6 +461,29 @@ class UtteranceWriter:
             self.group.attrs["num_frames"] = self.num_frames
 
 
+def _close_discarded(h5: h5py.File) -> None:
+    """Close a file whose contents are being thrown away, even on a full disk.
+
+    Closing flushes HDF5's caches; on a full disk that flush fails, and HDF5 is left with a
+    half-closed file that crashes the interpreter later (seen as a segfault at exit). The
+    data are unwanted, so the file descriptor is pointed at /dev/null first: the flush
+    succeeds into nothing and the file closes cleanly.
+    """
+    try:
+        fd = h5.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except Exception:  # noqa: BLE001 - not a plain POSIX file: just try to close it
+        pass
+    try:
+        h5.close()
+    except Exception:  # noqa: BLE001 - the file is deleted next
+        pass
+
+
 @contextmanager
 def _writing_to(path: str | os.PathLike) -> Iterator[None]:
     try:
@@ -553,14 +576,11 @@ class FeatureWriter:
         return self._part
 
     def _discard_part(self) -> None:
-        """Close and delete the unsealed part (after a write error); errors closing it are moot."""
+        """Close and delete the unsealed part after a write error (nothing in it is kept)."""
         part, self._part = self._part, None
         self._current = None
         if part is not None:
-            try:
-                part.close()
-            except Exception:  # noqa: BLE001 - the file is deleted next
-                pass
+            _close_discarded(part)
         _remove_quietly(self._part_tmp)
         self._part_tmp = None
 
@@ -570,6 +590,7 @@ class FeatureWriter:
             return
         assert self._current is None, "cannot seal while an utterance is being written"
         with self._writing():
+            self._part.flush()  # fails (if the disk is full) while the file can still be discarded cleanly
             self._part.close()
             self._part = None
             final = self._part_tmp.with_suffix("")  # drop ".tmp"
