@@ -206,3 +206,53 @@ def test_truncated_files_are_reported_and_skipped(tmp_path, capsys):
     for uid, reason in summary.failed.items():
         assert reason.startswith(f"{root / uid}: truncated")
     assert f"audioembed: skipping {root / 'cut.wav'}: truncated" in capsys.readouterr().err
+
+
+def _poisoned_upstream(value: float):
+    """logmel, except that a loud input (peak > 0.9) gets ``value`` in one frame of its last layer."""
+    upstream = load_upstream("logmel")
+    forward = upstream.forward
+
+    def poisoned(wavs, lengths):
+        out = forward(wavs, lengths)
+        for row in range(wavs.shape[0]):
+            if wavs[row].abs().max() > 0.9:
+                out.hidden_states[-1][row, 2] = value
+        return out
+
+    upstream.forward = poisoned
+    return upstream
+
+
+@pytest.mark.parametrize("pooling", ["none", "mean", "mean+std", "chunks"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_features_are_left_out_and_named(tmp_path, capsys, pooling, value):
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "quiet.wav", audio_gen.tone(300.0, 0.5, 16000, amp=0.5), 16000)
+    audio_gen.write_audio(root / "loud.wav", audio_gen.tone(300.0, 0.5, 16000, amp=0.95), 16000, subtype="FLOAT")
+    out = tmp_path / "f.h5"
+    summary = extract([root], _poisoned_upstream(value), out, pooling=pooling, progress=False)
+    assert summary.extracted == 1 and list(summary.failed) == ["loud.wav"]
+    assert "NaN or Inf features" in summary.failed["loud.wav"] and str(root / "loud.wav") in summary.failed["loud.wav"]
+    assert f"audioembed: skipping {root / 'loud.wav'}" in capsys.readouterr().err
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["quiet.wav"] and list(feats.failed) == ["loud.wav"]
+        assert np.isfinite(feats.get("quiet.wav")).all()
+
+
+def test_float16_overflow_counts_as_non_finite(tmp_path):
+    upstream = load_upstream("logmel")
+    forward = upstream.forward
+
+    def huge(wavs, lengths):  # finite in float32, beyond float16's range
+        out = forward(wavs, lengths)
+        out.hidden_states[-1][:] = 1e6
+        return out
+
+    upstream.forward = huge
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    fine = extract([tmp_path / "a.wav"], upstream, tmp_path / "f32.h5", dtype="float32", progress=False)
+    assert fine.extracted == 1
+    half = extract([tmp_path / "a.wav"], upstream, tmp_path / "f16.h5", dtype="float16", progress=False)
+    assert half.extracted == 0 and "float16" in half.failed["a.wav"]
