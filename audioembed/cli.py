@@ -253,7 +253,9 @@ def report(results_dir, output):
         path = write_report(results_dir, output)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {path}")
+    from .messages import printable
+
+    click.echo(f"wrote {printable(path)}")
 
 
 @main.command()

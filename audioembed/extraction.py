@@ -70,7 +70,7 @@ class ExtractSummary:
     def __str__(self) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
         lines = [
-            f"{self.output}: {self.extracted} extracted, {self.skipped_done} already done, "
+            f"{printable(self.output)}: {self.extracted} extracted, {self.skipped_done} already done, "
             f"{len(self.failed)} failed ({self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s, "
             f"{speed:.1f}x real time)"
         ]
@@ -313,7 +313,7 @@ def extract(
         batch_seconds = default_batch_seconds(dev)
     batch_samples = int(batch_seconds * upstream.sample_rate)
 
-    summary = ExtractSummary(output=printable(output))
+    summary = ExtractSummary(output=str(output))
     attrs = store_attrs(upstream, layer_ids, pooling, dtype, windowing)
     attrs.update(shard_attrs)
     started = time.monotonic()  # speed is reported for the extraction itself, not model loading

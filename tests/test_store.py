@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
 
+from audioembed.messages import printable
 from audioembed.store import (
     UTTERANCES,
     FeatureReader,
@@ -96,3 +99,22 @@ def test_not_a_feature_file(tmp_path):
         FeatureWriter(bogus, ATTRS)
     with pytest.raises(StoreError, match="no such feature file"):
         FeatureReader(tmp_path / "nothing.h5")
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("a\nb", "a\\nb"),
+        ("a\rb\tc", "a\\rb\\tc"),
+        ("\x1b[2Kx", "\\x1b[2Kx"),
+        ("nul\x00", "nul\\x00"),
+        ("del\x7f c1\x85", "del\\x7f c1\\x85"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("bidi\u202eevil", "bidi\\u202eevil"),
+        (os.fsdecode(b"caf\xe9.wav"), "caf\\xe9.wav"),
+        ("plain/ü ok.wav", "plain/ü ok.wav"),
+    ],
+)
+def test_printable_escapes_what_could_forge_or_break_a_line(raw, shown):
+    assert printable(raw) == shown
+    assert printable(raw).encode("utf-8") and "\n" not in printable(raw)
