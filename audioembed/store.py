@@ -92,7 +92,8 @@ def _reason(exc: BaseException) -> str:
     """One-line reason of an OS or HDF5 error, without the path (the caller names the file)."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         return exc.strerror
-    return printable(" ".join(str(exc).split())) or type(exc).__name__
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError quotes its str
+    return printable(" ".join(text.split())) or type(exc).__name__
 
 
 def _write_failure(path: str | os.PathLike, exc: BaseException) -> StoreError:
