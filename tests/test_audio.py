@@ -285,7 +285,7 @@ def test_truncated_flac_raises(tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioError) as info:
         load(bad, 16000)
-    assert str(bad) in str(info.value) and "truncated" in str(info.value)
+    assert str(bad) in str(info.value) and "truncated" in info.value.reason
 
 
 def _cut(src, dst, keep: int):
