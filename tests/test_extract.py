@@ -256,3 +256,18 @@ def test_float16_overflow_counts_as_non_finite(tmp_path):
     assert fine.extracted == 1
     half = extract([tmp_path / "a.wav"], upstream, tmp_path / "f16.h5", dtype="float16", progress=False)
     assert half.extracted == 0 and "float16" in half.failed["a.wav"]
+
+
+def test_frame_level_short_clips_cost_their_bytes_not_whole_chunks(tmp_path):
+    import os
+
+    corpus = tmp_path / "in"
+    audio_gen.make_corpus(corpus, n=40, seed=4, min_s=0.3, max_s=1.0)
+    out = tmp_path / "f.h5"
+    extract(corpus, "mfcc", out, pooling="none", progress=False)
+    with FeatureReader(out) as feats:
+        array_bytes = sum(a.nbytes for uid in feats.ids for a in feats.get_layers(uid).values())
+        count = len(feats)
+    per_utterance_overhead = 4096  # group, attributes and dataset headers
+    assert count == 40
+    assert os.path.getsize(out) <= 1.2 * array_bytes + per_utterance_overhead * count
