@@ -29,10 +29,10 @@ import torch
 
 from . import __version__
 from .audio import AudioError, probe, resampled_length, stream
-from .inputs import InputItem, collect_inputs, shard_items
+from .inputs import InputItem, collect_inputs, shard_items, storage_problem
 from .messages import printable
 from .registry import check_upstream, load_upstream, resolve_device
-from .store import FeatureWriter, ids_fingerprint, shard_path, unstorable_reason
+from .store import FeatureWriter, ids_fingerprint, shard_path
 from .upstream import Upstream
 
 POOLINGS = ("none", "mean", "mean+std", "chunks")
@@ -277,9 +277,9 @@ def extract(
     if inputs and all(isinstance(x, InputItem) for x in inputs):
         items = []  # an explicit item list (e.g. from a downstream task's loader)
         for item in inputs:
-            problem = unstorable_reason(item.id) or (unstorable_reason(item.path) and f"path {unstorable_reason(item.path)}")
+            problem = storage_problem(item)
             if problem:
-                rejected.append((item.id, f"{printable(item.path)}: id {printable(repr(item.id))} {problem}"))
+                rejected.append((item.id, f"{printable(item.path)}: {problem}"))
             else:
                 items.append(item)
     else:

@@ -146,8 +146,8 @@ def _read_manifest(manifest: str) -> list[tuple[InputItem, str]]:
     return items
 
 
-def _unstorable(item: InputItem) -> str | None:
-    """Why the feature store could not hold this item, or None."""
+def storage_problem(item: InputItem) -> str | None:
+    """Why the feature store could not hold this item's id or path, or None."""
     reason = unstorable_reason(item.id)
     if reason:
         return f"id {printable(repr(item.id))} {reason}"
@@ -196,7 +196,7 @@ def collect_inputs(
             )
     items: list[InputItem] = []
     for item, where in located:
-        problem = _unstorable(item)
+        problem = storage_problem(item)
         if problem is None:
             items.append(item)
         elif rejected is None:

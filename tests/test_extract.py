@@ -271,3 +271,14 @@ def test_frame_level_short_clips_cost_their_bytes_not_whole_chunks(tmp_path):
     per_utterance_overhead = 4096  # group, attributes and dataset headers
     assert count == 40
     assert os.path.getsize(out) <= 1.2 * array_bytes + per_utterance_overhead * count
+
+
+def test_explicit_items_with_unstorable_ids_are_reported(tmp_path):
+    from audioembed.inputs import InputItem
+
+    path = audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    items = [InputItem(id="fine", path=str(path)), InputItem(id="nul\x00", path=str(path))]
+    summary = extract(items, "fbank", tmp_path / "f.h5", progress=False)
+    assert summary.extracted == 1 and len(summary.failed) == 1
+    (reason,) = summary.failed.values()
+    assert reason == f"{path}: id 'nul\\x00' contains a NUL character, which HDF5 cannot store"
