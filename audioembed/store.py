@@ -18,6 +18,10 @@ Layout (``format_version`` 1), documented in docs/feature_store.md::
         layer_<l>           (num_frames, D) for pooling "none", (num_windows, D) for
                             "chunks" (the mean of each --window-seconds window), (D,) for "mean",
                             (2D,) for "mean+std" (mean then std)
+    /failed/<key>           attrs: id, reason -- an input a run could not extract (a rerun retries it)
+
+One writer at a time (a lock file that is only trusted while it is the file at its path);
+readers take a consistent snapshot; a shard file records what a complete shard holds.
 """
 
 from __future__ import annotations

@@ -522,8 +522,8 @@ Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; devi
 # ---------------------------------------------------------------------------- disk use of --pool none
 
 # (n files, min s, max s): short clips, where per-utterance storage overhead matters most
-DISK_SIZES = {"full": (300, 0.5, 2.0), "quick": (30, 0.5, 2.0)}
-DISK_CONFIGS = [("mfcc", []), ("hubert", ["--layers", "last"]), ("hubert", ["--layers", "4,8,12", "--dtype", "float16"])]
+DISK_SIZES = {"full": (150, 0.5, 2.0), "quick": (30, 0.5, 2.0)}
+DISK_CONFIGS = [("mfcc", []), ("logmel", ["--dtype", "float16"]), ("hubert", ["--layers", "4,8,12", "--dtype", "float16"])]
 DISK_OVERHEAD_BYTES = 4096  # allowed per utterance (group, attributes, dataset headers), as in tests/test_extract.py
 DISK_RATIO = 1.2
 
@@ -560,7 +560,7 @@ def disk_benchmark(args) -> dict:
     n, min_s, max_s = DISK_SIZES["quick" if args.quick else "full"]
     out = Path(args.out)
     threads = len(os.sched_getaffinity(0))
-    corpus = out / ("corpus-short-quick" if args.quick else "corpus-short")
+    corpus = out / f"corpus-short-{n}"
     files = build_corpus(corpus, n, min_s, max_s)
     model = out / "hubert-base-random"
     build_model(model)
