@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from .errors import AudioEmbedError
+from .messages import printable
 
 #: suffixes (lower case) treated as audio when a folder is searched. ``.mp3`` decodes where
 #: the installed libsndfile was built with mpg123 (>= 1.1); elsewhere such a file is reported
@@ -50,7 +51,7 @@ class AudioError(AudioEmbedError):
     def __init__(self, path: str, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{printable(self.path)}: {reason}")
 
     def __reduce__(self):
         # Keep the two-argument constructor working across process boundaries (DataLoader
@@ -80,11 +81,106 @@ def _libsndfile_reason(err: Exception) -> str:
     return f"cannot decode ({reason.rstrip('.')})"
 
 
+def _wav_truncation(path: str) -> str | None:
+    """A RIFF/WAVE data chunk that declares more bytes than the file holds.
+
+    libsndfile quietly shortens such a file to what is there, so a WAV cut in half would be
+    read as a shorter recording; the header says otherwise, and this reads it.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX"):
+            return None
+        order = "little" if head[:4] == b"RIFF" else "big"
+        block_align = 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:8], order)
+            if chunk_id == b"fmt ":
+                fmt = f.read(min(chunk_size, 16))
+                if len(fmt) >= 14:
+                    block_align = int.from_bytes(fmt[12:14], order)
+            elif chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave the length open
+                    return None
+                held = size - (pos + 8)
+                if held >= chunk_size:
+                    return None
+                if block_align > 0:
+                    return (f"truncated: the header declares {chunk_size // block_align} frames but the file "
+                            f"holds {held // block_align} ({held} of {chunk_size} data bytes)")
+                return f"truncated: the data chunk declares {chunk_size} bytes but the file holds {held}"
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+#: the largest Ogg page: 27-byte header, 255 lacing values, 255 segments of 255 bytes
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
+
+def _ogg_page_end(data: bytes, start: int) -> int | None:
+    """End offset of a complete Ogg page with a valid checksum at ``start``, else None."""
+    if len(data) < start + 27 or data[start + 4] != 0:
+        return None
+    segments = data[start + 26]
+    body = start + 27 + segments
+    if len(data) < body:
+        return None
+    end = body + sum(data[start + 27 : body])
+    if len(data) < end:
+        return None
+    crc = 0
+    page = data[start : start + 22] + b"\0\0\0\0" + data[start + 26 : end]
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ byte]
+    return end if crc == int.from_bytes(data[start + 22 : start + 26], "little") else None
+
+
+def _ogg_truncation(path: str) -> str | None:
+    """An Ogg stream that stops before its end-of-stream page.
+
+    libsndfile sizes an Ogg file by the last page it finds, so a cut file reads as a
+    shorter one. A complete stream ends with a page flagged end-of-stream; a cut one ends
+    with a partial page or a page without that flag.
+    """
+    size = os.path.getsize(path)
+    base = max(0, size - 2 * _OGG_MAX_PAGE)  # holds the last complete page even if a cut one follows
+    with open(path, "rb") as f:
+        f.seek(base)
+        data = f.read()
+    start = data.rfind(b"OggS")
+    while start >= 0:
+        end = _ogg_page_end(data, start)
+        if end is not None:  # the last complete page (a checksum rules out "OggS" inside audio data)
+            if end < len(data) and b"OggS".startswith(data[end : end + 4]):
+                return f"truncated: the Ogg stream breaks off in a page at byte {base + end} of {size}"
+            if not data[start + 5] & 0x04:
+                return "truncated: the Ogg stream ends without its end-of-stream page"
+            return None
+        start = data.rfind(b"OggS", 0, start)
+    return None
+
+
 def probe(path: str | os.PathLike) -> AudioInfo:
     """Read the header of ``path`` (no samples are decoded).
 
-    Raises :class:`AudioError` for a missing, unreadable or corrupt file and for a file
-    without samples, since nothing downstream can make sense of an empty waveform.
+    Raises :class:`AudioError` for a missing, unreadable or corrupt file, for a file
+    without samples (nothing downstream can make sense of an empty waveform), and for a
+    WAV or Ogg file cut short (libsndfile would read it as a shorter recording).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -103,6 +199,13 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         )
     if info.frames <= 0:
         raise AudioError(path, "empty file (0 samples)")
+    try:
+        truncation = {"WAV": _wav_truncation, "WAVEX": _wav_truncation, "OGG": _ogg_truncation}.get(info.format)
+        problem = truncation(path) if truncation else None
+    except OSError as err:
+        raise AudioError(path, f"cannot read ({err.strerror or err})") from None
+    if problem:
+        raise AudioError(path, problem)
     return AudioInfo(
         path=path,
         sample_rate=int(info.samplerate),
@@ -151,8 +254,10 @@ def _blocks(info: AudioInfo, target_sr: int, block_frames: int) -> Iterator[np.n
         else soxr.ResampleStream(info.sample_rate, target_sr, 1, dtype="float32", quality=_QUALITY)
     )
     remaining = info.num_samples
+    opened = False
     try:
         with sf.SoundFile(path) as f:
+            opened = True
             while remaining > 0:
                 want = min(block_frames, remaining)
                 raw = f.read(want, dtype="float32", always_2d=True)
@@ -175,6 +280,13 @@ def _blocks(info: AudioInfo, target_sr: int, block_frames: int) -> Iterator[np.n
     except (AudioError, MemoryError):
         raise
     except Exception as err:
+        if opened:  # the header was fine, the data is not: e.g. a FLAC file cut short loses sync
+            reason = getattr(err, "error_string", None) or str(err) or type(err).__name__
+            raise AudioError(
+                path,
+                f"truncated or damaged: decoding failed after frame {info.num_samples - remaining} of the "
+                f"{info.num_samples} the header declares ({reason.rstrip('.')})",
+            ) from err
         raise AudioError(path, _libsndfile_reason(err)) from err
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)

@@ -30,9 +30,10 @@ import torch
 from .errors import AudioEmbedError
 from . import __version__
 from .audio import AudioError, probe, resampled_length, stream
-from .inputs import InputItem, collect_inputs, shard_items
+from .inputs import InputItem, collect_inputs, shard_items, storage_problem
+from .messages import printable
 from .registry import check_upstream, load_upstream, resolve_device
-from .store import FeatureWriter, shard_path
+from .store import FeatureWriter, ids_fingerprint, shard_path
 from .threads import apply_threads, choose_threads
 from .upstream import Upstream
 
@@ -64,7 +65,7 @@ class ExtractSummary:
     output: str
     extracted: int = 0
     skipped_done: int = 0
-    failed: dict[str, str] = field(default_factory=dict)  # id -> "path: reason"
+    failed: dict[str, str] = field(default_factory=dict)  # id -> "path: reason" (printable)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     #: torch intra-op threads used on CPU (None on GPU, or when nothing ran)
@@ -73,7 +74,7 @@ class ExtractSummary:
     def __str__(self) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
         lines = [
-            f"{self.output}: {self.extracted} extracted, {self.skipped_done} already done, "
+            f"{printable(self.output)}: {self.extracted} extracted, {self.skipped_done} already done, "
             f"{len(self.failed)} failed ({self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s, "
             f"{speed:.1f}x real time" + (f"; {self.threads} CPU thread{'s' if self.threads != 1 else ''})"
                                          if self.threads else ")")
@@ -192,7 +193,7 @@ def _producer(items, totals, upstream, windowing, out_queue: queue.Queue, stop: 
         except AudioError as exc:
             out_queue.put(ItemFailed(index, str(exc)))
         except Exception as exc:  # unexpected decoder failure: still per file
-            out_queue.put(ItemFailed(index, f"{item.path}: {type(exc).__name__}: {exc}"))
+            out_queue.put(ItemFailed(index, f"{printable(item.path)}: {type(exc).__name__}: {printable(exc)}"))
     out_queue.put(None)
 
 
@@ -280,15 +281,33 @@ def extract(
         check_upstream(upstream, model)  # fail fast, before scanning inputs or loading weights
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    rejected: list[tuple[str, str]] = []  # (id, message) of inputs whose id the store cannot hold
     if inputs and all(isinstance(x, InputItem) for x in inputs):
-        items = list(inputs)  # an explicit item list (e.g. from a downstream task's loader)
+        items = []  # an explicit item list (e.g. from a downstream task's loader)
+        for item in inputs:
+            problem = storage_problem(item)
+            if problem:
+                rejected.append((item.id, f"{printable(item.path)}: {problem}"))
+            else:
+                items.append(item)
     else:
-        items = collect_inputs(inputs)
+        items = collect_inputs(inputs, rejected=rejected)
     shard = shard or _torchrun_shard()
+    shard_attrs = {}
     if shard is not None:
         index, count = shard
+        all_ids = [item.id for item in items]
         items = shard_items(items, index, count)
         output = shard_path(output, index, count)
+        # what a complete shard holds, so that gather and readers can tell a finished set
+        shard_attrs = {
+            "shard_index": index,
+            "shard_count": count,
+            "shard_item_count": len(items),
+            "shard_ids_sha256": ids_fingerprint(item.id for item in items),
+            "input_item_count": len(all_ids),
+            "input_ids_sha256": ids_fingerprint(all_ids),
+        }
     if isinstance(upstream, str):
         local_rank = os.environ.get("LOCAL_RANK")
         if device == "auto" and local_rank is not None and torch.cuda.is_available():
@@ -304,9 +323,10 @@ def extract(
 
     summary = ExtractSummary(output=str(output))
     attrs = store_attrs(upstream, layer_ids, pooling, dtype, windowing)
+    attrs.update(shard_attrs)
     started = time.monotonic()  # speed is reported for the extraction itself, not model loading
-    if shard is not None:
-        attrs["shard_index"], attrs["shard_count"] = shard
+    for item_id, message in rejected:
+        _report_failure(summary, printable(repr(item_id)), message, strict)
     writer = FeatureWriter(output, attrs, seal_seconds=checkpoint_seconds)
     try:
         todo = [item for item in items if item.id not in writer.done_ids]
@@ -346,7 +366,13 @@ def _thread_choice(threads, upstream: Upstream, totals, windowing: Windowing, ba
 
 
 def _fail(summary: ExtractSummary, item: InputItem, reason: str, strict: bool, writer: FeatureWriter) -> None:
-    summary.failed[item.id] = reason
+    """Report a bad input and note it in the store (a shard whose bad inputs are noted is complete)."""
+    writer.record_failure(item.id, reason)
+    _report_failure(summary, item.id, reason, strict)
+
+
+def _report_failure(summary: ExtractSummary, key: str, reason: str, strict: bool) -> None:
+    summary.failed[key] = reason
     if strict:
         raise ExtractionError(f"bad input (--strict): {reason}")
     print(f"audioembed: skipping {reason}", file=sys.stderr)
@@ -396,7 +422,12 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
     )
     thread.start()
     bar = _AudioBar(totals, sr, progress)
+    pooling = writer.attrs["pooling"]
+    # rows each frame-level utterance will have, so its storage is sized exactly
+    rows = [None if t is None or pooling in ("mean", "mean+std")
+            else upstream.num_frames(t) if pooling == "none" else len(windowing.plan(t)) for t in totals]
     open_items: dict[int, object] = {}  # item index -> UtteranceWriter
+    dropped: set[int] = set()  # items left out for non-finite features; their later windows are skipped
     try:
         pending: list[Segment] = []
         finished = False
@@ -406,23 +437,24 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
                 if entry is None:
                     finished = True
                 elif isinstance(entry, ItemFailed):
-                    _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                    _flush(pending, upstream, layer_ids, writer, open_items, dropped, todo, totals, rows, summary, dev, bar, strict)
                     pending = []
                     if entry.item_index in open_items:
                         writer.abort()
                         del open_items[entry.item_index]
-                    bar.advance(entry.item_index, 0.0, last=True)
-                    _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
+                    if entry.item_index not in dropped:
+                        bar.advance(entry.item_index, 0.0, last=True)
+                        _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
                     continue
                 else:
                     # close the batch first if this window would take its padded size past the budget
                     longest = max(len(entry.samples), *(len(p.samples) for p in pending)) if pending else 0
                     if pending and longest * (len(pending) + 1) > batch_samples:
-                        _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                        _flush(pending, upstream, layer_ids, writer, open_items, dropped, todo, totals, rows, summary, dev, bar, strict)
                         pending = []
                     pending.append(entry)
             if pending and finished:
-                _flush(pending, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar)
+                _flush(pending, upstream, layer_ids, writer, open_items, dropped, todo, totals, rows, summary, dev, bar, strict)
                 pending = []
     finally:
         stop.set()
@@ -434,8 +466,14 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
         bar.close()
 
 
+def _nonfinite_reason(item: InputItem, layers, dtype: str) -> str:
+    hint = " (with --dtype float16, values beyond +-65504 also become Inf)" if dtype == "float16" else ""
+    return (f"{printable(item.path)}: the upstream produced NaN or Inf features in layer(s) "
+            f"{', '.join(map(str, sorted(layers)))}{hint}; not stored")
+
+
 @torch.inference_mode()
-def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary, dev, bar) -> None:
+def _flush(batch, upstream, layer_ids, writer, open_items, dropped, todo, totals, rows, summary, dev, bar, strict) -> None:
     if not batch:
         return
     lengths = torch.tensor([len(s.samples) for s in batch], dtype=torch.long)
@@ -452,26 +490,40 @@ def _flush(batch, upstream, layer_ids, writer, open_items, todo, totals, summary
                 f"but num_frames() promised at least {seg.keep_end}"
             )
         item = todo[seg.item_index]
+        seconds = round((seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate, 3)
+        if seg.item_index in dropped:  # the bar was topped up when the item was dropped
+            continue
         if seg.item_index not in open_items:
-            open_items[seg.item_index] = writer.begin(item.id, layer_ids, upstream.hidden_size)
+            open_items[seg.item_index] = writer.begin(item.id, layer_ids, upstream.hidden_size, num_rows=rows[seg.item_index])
+        utt = open_items[seg.item_index]
         kept = {layer: out.hidden_states[layer][row, seg.keep_start : seg.keep_end] for layer in layer_ids}
         if pooling == "none":
-            open_items[seg.item_index].append({layer: h.float().cpu().numpy() for layer, h in kept.items()})
+            utt.append({layer: h.float().cpu().numpy() for layer, h in kept.items()})
         elif pooling == "chunks":  # one mean vector per window
             means = {layer: h.double().mean(0, keepdim=True).cpu().numpy() for layer, h in kept.items()}
-            open_items[seg.item_index].append(means, num_frames=seg.keep_end - seg.keep_start)
+            utt.append(means, num_frames=seg.keep_end - seg.keep_start)
         else:  # reduce on the device, move only vectors
             sums = {layer: h.double().sum(0).cpu().numpy() for layer, h in kept.items()}
             sq_sums = None
             if pooling == "mean+std":
                 sq_sums = {layer: h.double().square().sum(0).cpu().numpy() for layer, h in kept.items()}
-            open_items[seg.item_index].add_sums(sums, sq_sums, seg.keep_end - seg.keep_start)
+            utt.add_sums(sums, sq_sums, seg.keep_end - seg.keep_start)
+            utt.nonfinite_layers.update(layer for layer, v in sums.items() if not np.isfinite(v).all())
+            if seg.is_last:
+                utt.pooled()  # the stored vectors can still overflow a float16
+        if utt.nonfinite_layers:  # leave the utterance out rather than store values that poison every probe
+            writer.abort()
+            del open_items[seg.item_index]
+            dropped.add(seg.item_index)
+            _fail(summary, item, _nonfinite_reason(item, utt.nonfinite_layers, writer.attrs["dtype"]), strict, writer)
+            bar.advance(seg.item_index, seconds, last=True)
+            continue
         if seg.is_last:
             total = totals[seg.item_index]
             written = open_items.pop(seg.item_index).num_frames
             expected = upstream.num_frames(total)
             if written != expected:
-                raise RuntimeError(f"{item.path}: wrote {written} frames, expected {expected} (windowing bug)")
+                raise RuntimeError(f"{printable(item.path)}: wrote {written} frames, expected {expected} (windowing bug)")
             writer.commit(
                 {
                     "path": item.path,

@@ -19,6 +19,8 @@ from typing import Iterator, Sequence
 
 from .errors import AudioEmbedError
 from .audio import AUDIO_EXTENSIONS
+from .messages import printable
+from .store import unstorable_reason
 
 #: suffixes (lower case) of manifest files and their column delimiter (None: JSON lines)
 MANIFEST_EXTENSIONS: dict[str, str | None] = {".csv": ",", ".tsv": "\t", ".jsonl": None}
@@ -91,25 +93,25 @@ def manifest_rows(manifest: str) -> Iterator[tuple[str, dict[str, str]]]:
                         row = json.loads(line)
                     except json.JSONDecodeError as err:
                         raise InputError(
-                            f"{manifest}: line {lineno}: malformed JSON ({err.msg})"
+                            f"{printable(manifest)}: line {lineno}: malformed JSON ({err.msg})"
                         ) from None
                     if not isinstance(row, dict):
                         raise InputError(
-                            f"{manifest}: line {lineno}: expected a JSON object, "
+                            f"{printable(manifest)}: line {lineno}: expected a JSON object, "
                             f"got {type(row).__name__}"
                         )
                     if "path" not in row:
-                        raise InputError(f"{manifest}: line {lineno}: no 'path' field")
+                        raise InputError(f"{printable(manifest)}: line {lineno}: no 'path' field")
                     yield f"line {lineno}", {str(k): _to_str(v) for k, v in row.items()}
             else:
                 reader = csv.reader(f, delimiter=delimiter)
                 header = next(reader, None)
                 if header is None:
-                    raise InputError(f"{manifest}: empty manifest (no header line)")
+                    raise InputError(f"{printable(manifest)}: empty manifest (no header line)")
                 header = [name.strip() for name in header]
                 if "path" not in header:
                     raise InputError(
-                        f"{manifest}: no 'path' column in the header (columns: "
+                        f"{printable(manifest)}: no 'path' column in the header (columns: "
                         f"{', '.join(map(repr, header))})"
                     )
                 for fields in reader:
@@ -118,35 +120,49 @@ def manifest_rows(manifest: str) -> Iterator[tuple[str, dict[str, str]]]:
                         continue
                     if len(fields) > len(header):
                         raise InputError(
-                            f"{manifest}: line {lineno}: {len(fields)} fields but the header "
+                            f"{printable(manifest)}: line {lineno}: {len(fields)} fields but the header "
                             f"has {len(header)} columns"
                         )
                     fields = fields + [""] * (len(header) - len(fields))
                     yield f"line {lineno}", dict(zip(header, fields))
     except UnicodeDecodeError as err:
-        raise InputError(f"{manifest}: not UTF-8 text ({err.reason})") from None
+        raise InputError(f"{printable(manifest)}: not UTF-8 text ({err.reason})") from None
     except csv.Error as err:
-        raise InputError(f"{manifest}: malformed {_suffix(manifest)[1:].upper()} ({err})") from None
+        raise InputError(f"{printable(manifest)}: malformed {_suffix(manifest)[1:].upper()} ({err})") from None
     except OSError as err:
-        raise InputError(f"{manifest}: cannot read ({err.strerror or err})") from None
+        raise InputError(f"{printable(manifest)}: cannot read ({err.strerror or err})") from None
 
 
-def _read_manifest(manifest: str) -> list[InputItem]:
+def _read_manifest(manifest: str) -> list[tuple[InputItem, str]]:
+    """Items of a manifest, each with where it came from (file and line) for messages."""
     base = os.path.dirname(manifest)
     items = []
     for where, row in manifest_rows(manifest):
         raw_path = row["path"].strip()
         if not raw_path:
-            raise InputError(f"{manifest}: {where}: empty path")
+            raise InputError(f"{printable(manifest)}: {where}: empty path")
         path = os.path.normpath(os.path.join(base, os.path.expanduser(raw_path)))
         item_id = row.get("id", "").strip() or raw_path
         metadata = {k: v for k, v in row.items() if k not in ("path", "id")}
-        items.append(InputItem(id=item_id, path=path, metadata=metadata))
+        items.append((InputItem(id=item_id, path=path, metadata=metadata), f"{printable(manifest)}: {where}"))
     return items
 
 
+def storage_problem(item: InputItem) -> str | None:
+    """Why the feature store could not hold this item's id or path, or None."""
+    reason = unstorable_reason(item.id)
+    if reason:
+        return f"id {printable(repr(item.id))} {reason}"
+    reason = unstorable_reason(item.path)
+    if reason:
+        return f"path {reason}"
+    return None
+
+
 def collect_inputs(
-    inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS
+    inputs: Sequence[str | os.PathLike],
+    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    rejected: list[tuple[str, str]] | None = None,
 ) -> list[InputItem]:
     """The items named by ``inputs``, in the inputs' order.
 
@@ -154,29 +170,43 @@ def collect_inputs(
     manifest (``.csv``/``.tsv``/``.jsonl`` with a ``path`` and optional ``id`` column; other
     columns become metadata) or an audio file (id = its file name). Manifest rows whose
     audio does not exist are kept: the extractor reports them per file.
+
+    An id (or path) the feature store cannot hold (a NUL character, bytes that are not
+    UTF-8) raises InputError naming the manifest row or file; when a ``rejected`` list is
+    given, the item is left out and ``(id, message)`` appended to it instead, so that the
+    rest of the job can go on.
     """
     # A lone path is not a sequence of one-character inputs.
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    items: list[InputItem] = []
+    located: list[tuple[InputItem, str]] = []  # (item, where it came from)
     for arg in inputs:
         arg = os.fspath(arg)
         full = os.path.abspath(os.path.expanduser(arg))
         if not os.path.exists(full):
-            raise InputError(f"{arg}: no such file or directory")
+            raise InputError(f"{printable(arg)}: no such file or directory")
         if os.path.isdir(full):
-            items.extend(scan_directory(full, exts))
+            located.extend((item, printable(item.path)) for item in scan_directory(full, exts))
         elif _suffix(full) in MANIFEST_EXTENSIONS:
-            items.extend(_read_manifest(full))
+            located.extend(_read_manifest(full))
         elif _suffix(full) in exts:
-            items.append(InputItem(id=os.path.basename(full), path=full))
+            located.append((InputItem(id=os.path.basename(full), path=full), printable(full)))
         else:
             raise InputError(
-                f"{arg}: neither a folder, a manifest ({', '.join(MANIFEST_EXTENSIONS)}) nor an "
+                f"{printable(arg)}: neither a folder, a manifest ({', '.join(MANIFEST_EXTENSIONS)}) nor an "
                 f"audio file with a known extension ({', '.join(sorted(exts))})"
             )
-    if not items:
-        shown = ", ".join(os.fspath(a) for a in inputs) or "(no inputs given)"
+    items: list[InputItem] = []
+    for item, where in located:
+        problem = storage_problem(item)
+        if problem is None:
+            items.append(item)
+        elif rejected is None:
+            raise InputError(f"{where}: {problem}")
+        else:
+            rejected.append((item.id, f"{where}: {problem}"))
+    if not items and not located:
+        shown = ", ".join(printable(os.fspath(a)) for a in inputs) or "(no inputs given)"
         raise InputError(f"no audio files found in {shown}")
     first_path: dict[str, str] = {}
     for item in items:
@@ -185,7 +215,7 @@ def collect_inputs(
             first_path[item.id] = item.path
         else:
             raise InputError(
-                f"duplicate id {item.id!r}: {other} and {item.path}; ids must be unique, "
+                f"duplicate id {printable(repr(item.id))}: {printable(other)} and {printable(item.path)}; ids must be unique, "
                 "e.g. list the files in a manifest (.csv/.tsv/.jsonl) with an 'id' column"
             )
     return items

@@ -13,6 +13,7 @@ plus the peak RSS of the CLI on a long file against a short one. Every measureme
 a fresh process so its peak RSS is its own. Usage::
 
     python bench/extract_bench.py [--quick] [--out bench/out] [--device cpu|cuda] [--markdown PAGE]
+    python bench/extract_bench.py --disk [--quick]    # file size of --pool none on short clips only
 
 Writes its own page (see ``default_page``): docs/benchmarks/extract_bench.md, or
 extract_bench_cuda.md for ``--device cuda``; ``--quick`` writes OUT/extract_bench-quick.md
@@ -533,6 +534,125 @@ def default_page(device: str, quick: bool, out: str) -> Path:
     return REPO / "docs" / "benchmarks" / ("extract_bench.md" if kind == "cpu" else f"extract_bench_{kind}.md")
 
 
+# ---------------------------------------------------------------------------- disk use of --pool none
+
+# (n files, min s, max s): short clips, where per-utterance storage overhead matters most
+DISK_SIZES = {"full": (150, 0.5, 2.0), "quick": (30, 0.5, 2.0)}
+DISK_CONFIGS = [("mfcc", []), ("logmel", ["--dtype", "float16"]), ("hubert", ["--layers", "4,8,12", "--dtype", "float16"])]
+DISK_OVERHEAD_BYTES = 4096  # allowed per utterance (group, attributes, dataset headers), as in tests/test_extract.py
+DISK_RATIO = 1.2
+
+
+def store_bytes(path: Path) -> dict:
+    """File size against the bytes of the feature arrays it holds."""
+    import h5py
+
+    arrays, utterances, row_bytes = 0, 0, 0
+    with h5py.File(path, "r") as h5:
+        for group in h5["utterances"].values():
+            utterances += 1
+            for ds in group.values():
+                arrays += ds.size * ds.dtype.itemsize
+                row_bytes = ds.shape[1] * ds.dtype.itemsize
+    return {"file_bytes": os.path.getsize(path), "array_bytes": arrays, "utterances": utterances, "row_bytes": row_bytes}
+
+
+def rewrite_chunked(src: Path, dst: Path) -> None:
+    """The same features written without announcing each utterance's length: the ~128 KiB
+    chunked layout every utterance got before the store sized datasets by the utterance."""
+    from audioembed.store import FeatureReader, FeatureWriter
+
+    with FeatureReader(src) as reader, FeatureWriter(dst, dict(reader.attrs)) as writer:
+        for uid in reader.ids:
+            layers, info = reader.get_layers(uid), reader.info(uid)
+            utterance = writer.begin(uid, reader.layers, next(iter(layers.values())).shape[1])
+            utterance.append(layers)
+            writer.commit({"path": info.path, "num_samples": info.num_samples, "duration": info.duration,
+                           "metadata": json.dumps(info.metadata)})
+
+
+def disk_benchmark(args) -> dict:
+    n, min_s, max_s = DISK_SIZES["quick" if args.quick else "full"]
+    out = Path(args.out)
+    threads = len(os.sched_getaffinity(0))
+    corpus = out / f"corpus-short-{n}"
+    files = build_corpus(corpus, n, min_s, max_s)
+    model = out / "hubert-base-random"
+    build_model(model)
+    exe = Path(sys.executable).with_name("audioembed")
+    prefix = [str(exe)] if exe.exists() else [sys.executable, "-m", "audioembed"]
+    rows = []
+    for upstream, extra in DISK_CONFIGS:
+        tmp = Path(tempfile.mkdtemp(dir=out))
+        try:
+            feats = tmp / "feats.h5"
+            weights = ["--model", str(model)] if upstream == "hubert" else []
+            cmd = [*prefix, "extract", "--upstream", upstream, *weights, str(corpus), "-o", str(feats),
+                   "--pool", "none", *extra, "-q", "--device", args.device]
+            run = measure(cmd, threads)
+            rewrite_chunked(feats, tmp / "chunked.h5")
+            rows.append({"upstream": upstream, "options": " ".join(["--pool", "none", *extra]), "wall_s": run["wall_s"],
+                         "sized": store_bytes(feats), "chunked": store_bytes(tmp / "chunked.h5")})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"files": len(files), "corpus_seconds": sum(duration(p) for p in files), "sizes": [n, min_s, max_s],
+            "threads": threads, "rows": rows}
+
+
+def disk_markdown(res: dict) -> str:
+    m = res["machine"]
+    n, min_s, max_s = res["sizes"]
+    lines = ["| upstream | options | utterances | bytes per frame and layer | feature arrays MB | file MB | file / arrays | "
+             "overhead per utterance | within 1.2x + 4 KiB/utt | before: frames per chunk | before: file MB | "
+             "before: file / arrays |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    verdicts = []
+    for row in res["rows"]:
+        sized, chunked = row["sized"], row["chunked"]
+        count, arrays = sized["utterances"], sized["array_bytes"]
+        ok = sized["file_bytes"] <= DISK_RATIO * arrays + DISK_OVERHEAD_BYTES * count
+        verdicts.append(ok)
+        chunk_rows = max(1, min(1024, (1 << 17) // sized["row_bytes"]))  # the old layout's rule
+        lines.append(
+            f"| {row['upstream']} | `{row['options']}` | {count} | {sized['row_bytes']} | {arrays / 1e6:.2f} | "
+            f"{sized['file_bytes'] / 1e6:.2f} | {sized['file_bytes'] / arrays:.2f} | "
+            f"{(sized['file_bytes'] - arrays) / count:.0f} B | {'met' if ok else '**not met**'} | {chunk_rows} | "
+            f"{chunked['file_bytes'] / 1e6:.2f} | {chunked['file_bytes'] / arrays:.2f} |"
+        )
+    worst = max(r["sized"]["file_bytes"] / r["sized"]["array_bytes"] for r in res["rows"])
+    before = sorted(r["chunked"]["file_bytes"] / r["chunked"]["array_bytes"] for r in res["rows"])
+    return f"""# Extraction benchmark: disk use of `--pool none` on short clips
+
+Generated by `bench/extract_bench.py --disk` (see `bench/README.md`) on {res['date']}.
+
+**Machine**: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}; device `{m['device']}`.
+
+**Setup**: {res['files']} synthetic clips with durations uniform in {min_s:g}-{max_s:g} s
+({res['corpus_seconds']:.0f} s in total; wav and flac, 16 and 44.1 kHz, every 4th stereo). Each
+configuration is one `audioembed extract ... --pool none` run into a fresh file (HuBERT: the
+benchmark's random-weight HuBERT Base). "Feature arrays" counts the bytes of every stored layer
+array (frames x dims x dtype size); the file is the consolidated `.h5`. "Before" stores the same
+arrays again with the layout frame-level features had before datasets were sized by the
+utterance: ~128 KiB chunks, most of each short clip's chunk left empty.
+
+{chr(10).join(lines)}
+
+**Reading**: with datasets sized by the utterance the file is at most {worst:.2f}x the feature
+arrays here ({sum(verdicts)} of {len(verdicts)} configurations within {DISK_RATIO:g}x plus
+{DISK_OVERHEAD_BYTES} bytes per utterance); the per-utterance overhead is the HDF5 group, its
+attributes (id, path, lengths, metadata) and one dataset header per layer, so it matters most for
+narrow features and vanishes next to wide ones. The chunked layout took {before[0]:.2f}x to
+{before[-1]:.2f}x: a clip shorter than one chunk still allocates the whole chunk, and the narrower
+the features the more frames a ~128 KiB chunk holds (column "frames per chunk").
+
+**Command**:
+
+```bash
+{res['command']}
+```
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="12 short files, 2 min vs 30 s long files (smoke test)")
@@ -540,6 +660,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     parser.add_argument("--markdown", metavar="PATH", help="write the generated page here [docs/benchmarks/"
                         "extract_bench.md; extract_bench_cuda.md on cuda; OUT/extract_bench-quick.md with --quick]")
+    parser.add_argument("--disk", action="store_true",
+                        help="only measure the file size of --pool none on short clips; writes --disk-report")
+    parser.add_argument("--disk-report", default=str(REPO / "docs" / "benchmarks" / "extract_bench_disk.md"), metavar="PATH",
+                        help="where --disk writes its report [docs/benchmarks/extract_bench_disk.md]")
     for hidden in ("--child", "--files", "--model", "--npy-dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -549,6 +673,16 @@ def main() -> None:
 
     command = shlex.join(["python", "bench/extract_bench.py", *sys.argv[1:]])
     info = machine(args.device)
+    if args.disk:
+        res = disk_benchmark(args)
+        res.update(machine=info, command=command,
+                   date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+        name = "disk-results-quick.json" if args.quick else "disk-results.json"
+        Path(args.out, name).write_text(json.dumps(res, indent=2))
+        Path(args.disk_report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.disk_report).write_text(disk_markdown(res))
+        print(f"raw numbers: {Path(args.out, name)}\nreport: {args.disk_report}")
+        return
     res = benchmark(args)
     res.update(machine=info, quick=args.quick, command=command,
                date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))

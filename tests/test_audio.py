@@ -285,7 +285,44 @@ def test_truncated_flac_raises(tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(AudioError) as info:
         load(bad, 16000)
-    assert str(bad) in str(info.value)
+    assert str(bad) in str(info.value) and "truncated" in info.value.reason
+
+
+def _cut(src, dst, keep: int):
+    dst.write_bytes(open(src, "rb").read()[:keep])
+    return dst
+
+
+def test_truncated_wav_raises(tmp_path):
+    # libsndfile reads a cut WAV as a shorter file; the data chunk's declared size says otherwise
+    p = write_audio(tmp_path / "full.wav", noise(1.0, 16000, seed=3), 16000)
+    size = os.path.getsize(p)
+    err = _assert_audio_error(_cut(p, tmp_path / "half.wav", size // 2), probe, "truncated")
+    assert "16000 frames" in err.reason
+    _assert_audio_error(_cut(p, tmp_path / "almost.wav", size - 2), lambda q: load(q, 16000), "truncated")
+    # a streaming writer's open length (0xFFFFFFFF) is not a truncation
+    data = bytearray(open(p, "rb").read())
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    (tmp_path / "stream.wav").write_bytes(bytes(data))
+    assert probe(tmp_path / "stream.wav").num_samples == 16000
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_truncated_ogg_raises(tmp_path, subtype):
+    sr = 48000 if subtype == "OPUS" else 16000
+    p = tmp_path / "full.ogg"
+    try:
+        sf.write(p, np.concatenate([tone(300.0, 4.0, sr), noise(4.0, sr, seed=4)]), sr, format="OGG", subtype=subtype)
+    except (sf.LibsndfileError, TypeError, ValueError) as err:
+        pytest.skip(f"libsndfile here cannot write Ogg {subtype}: {err}")
+    assert probe(p).num_samples == 8 * sr
+    data = open(p, "rb").read()
+    for keep in (len(data) // 3, len(data) // 2, len(data) - 7):
+        _assert_audio_error(_cut(p, tmp_path / f"cut{keep}.ogg", keep), probe, "truncated")
+    # cut exactly at a page boundary: every page is whole, but the end-of-stream page is missing
+    last_page = data.rindex(b"OggS")
+    _assert_audio_error(_cut(p, tmp_path / "nopage.ogg", last_page), probe, "end-of-stream")
 
 
 def test_too_short_file_still_loads(tmp_path):

@@ -197,3 +197,36 @@ def test_library_loading_bars_are_silenced_without_quiet(tmp_path):
     result = CliRunner().invoke(main, ["extract", "-u", "mfcc", str(tmp_path / "a.wav"), "-o", str(tmp_path / "x.h5")])
     assert result.exit_code == 0, result.output
     assert not hf_logging.is_progress_bar_enabled()
+
+
+def test_unstorable_id_is_reported_and_the_job_goes_on(tmp_path):
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
+    audio_gen.write_audio(tmp_path / "b.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    man = tmp_path / "m.csv"
+    man.write_text("path,id\na.wav,fine\nb.wav,nul\x00here\n")
+    out = tmp_path / "o.h5"
+    result = CliRunner().invoke(main, ["extract", "-u", "fbank", str(man), "-o", str(out), "-q"])
+    assert result.exit_code == 3, result.output
+    assert "1 extracted" in result.output and "Traceback" not in result.output
+    assert f"FAILED {man}: line 3: id 'nul\\x00here' contains a NUL character" in result.output
+    assert "\x00" not in result.output
+
+
+def test_control_characters_in_file_names_cannot_forge_lines(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "good.wav", audio_gen.tone(200.0, 0.5, 16000), 16000)
+    forged = "x\naudioembed: all 2 files extracted\r\x1b[2K.wav"
+    audio_gen.write_corrupt(root / forged)
+    out = tmp_path / "o\nut.h5"
+    result = CliRunner().invoke(main, ["extract", "-u", "fbank", str(root), "-o", str(out), "-q"])
+    assert result.exit_code == 3, result.output
+    lines = result.output.splitlines()
+    assert not any(line.startswith("audioembed: all") for line in lines), lines
+    assert "\r" not in result.output and "\x1b" not in result.output
+    assert any("x\\naudioembed: all 2 files extracted\\r\\x1b[2K.wav" in line for line in lines)
+    assert any(line.startswith(str(tmp_path / "o\\nut.h5") + ": 1 extracted") for line in lines), lines
+    inspect = CliRunner().invoke(main, ["inspect", str(out)])
+    assert inspect.exit_code == 0, inspect.output
+    assert "o\\nut.h5" in inspect.output and "x\\naudioembed" in inspect.output  # the failed input, escaped
+    assert not any(line.startswith("audioembed: all") for line in inspect.output.splitlines())

@@ -186,3 +186,99 @@ def test_chunk_pooling_is_the_mean_of_each_window(tmp_path):
         assert rows.shape == (4, x.shape[1])  # windows of 100 frames: 100, 100, 100, rest
         for i in range(4):
             np.testing.assert_allclose(rows[i], x[100 * i : 100 * (i + 1)].mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_truncated_files_are_reported_and_skipped(tmp_path, capsys):
+    import soundfile as sf
+
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "good.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    full_wav = audio_gen.write_audio(tmp_path / "full.wav", audio_gen.noise(1.0, 16000, seed=5), 16000)
+    data = open(full_wav, "rb").read()
+    (root / "cut.wav").write_bytes(data[: len(data) // 2])
+    sf.write(tmp_path / "full.ogg", audio_gen.noise(6.0, 16000, seed=6), 16000, format="OGG", subtype="VORBIS")
+    data = open(tmp_path / "full.ogg", "rb").read()
+    (root / "cut.ogg").write_bytes(data[: len(data) // 2])
+    summary = extract([root], "fbank", tmp_path / "f.h5", progress=False)
+    assert summary.extracted == 1
+    assert set(summary.failed) == {"cut.wav", "cut.ogg"}
+    for uid, reason in summary.failed.items():
+        assert reason.startswith(f"{root / uid}: truncated")
+    assert f"audioembed: skipping {root / 'cut.wav'}: truncated" in capsys.readouterr().err
+
+
+def _poisoned_upstream(value: float):
+    """logmel, except that a loud input (peak > 0.9) gets ``value`` in one frame of its last layer."""
+    upstream = load_upstream("logmel")
+    forward = upstream.forward
+
+    def poisoned(wavs, lengths):
+        out = forward(wavs, lengths)
+        for row in range(wavs.shape[0]):
+            if wavs[row].abs().max() > 0.9:
+                out.hidden_states[-1][row, 2] = value
+        return out
+
+    upstream.forward = poisoned
+    return upstream
+
+
+@pytest.mark.parametrize("pooling", ["none", "mean", "mean+std", "chunks"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_features_are_left_out_and_named(tmp_path, capsys, pooling, value):
+    root = tmp_path / "in"
+    root.mkdir()
+    audio_gen.write_audio(root / "quiet.wav", audio_gen.tone(300.0, 0.5, 16000, amp=0.5), 16000)
+    audio_gen.write_audio(root / "loud.wav", audio_gen.tone(300.0, 0.5, 16000, amp=0.95), 16000, subtype="FLOAT")
+    out = tmp_path / "f.h5"
+    summary = extract([root], _poisoned_upstream(value), out, pooling=pooling, progress=False)
+    assert summary.extracted == 1 and list(summary.failed) == ["loud.wav"]
+    assert "NaN or Inf features" in summary.failed["loud.wav"] and str(root / "loud.wav") in summary.failed["loud.wav"]
+    assert f"audioembed: skipping {root / 'loud.wav'}" in capsys.readouterr().err
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["quiet.wav"] and list(feats.failed) == ["loud.wav"]
+        assert np.isfinite(feats.get("quiet.wav")).all()
+
+
+def test_float16_overflow_counts_as_non_finite(tmp_path):
+    upstream = load_upstream("logmel")
+    forward = upstream.forward
+
+    def huge(wavs, lengths):  # finite in float32, beyond float16's range
+        out = forward(wavs, lengths)
+        out.hidden_states[-1][:] = 1e6
+        return out
+
+    upstream.forward = huge
+    audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    fine = extract([tmp_path / "a.wav"], upstream, tmp_path / "f32.h5", dtype="float32", progress=False)
+    assert fine.extracted == 1
+    half = extract([tmp_path / "a.wav"], upstream, tmp_path / "f16.h5", dtype="float16", progress=False)
+    assert half.extracted == 0 and "float16" in half.failed["a.wav"]
+
+
+def test_frame_level_short_clips_cost_their_bytes_not_whole_chunks(tmp_path):
+    import os
+
+    corpus = tmp_path / "in"
+    audio_gen.make_corpus(corpus, n=40, seed=4, min_s=0.3, max_s=1.0)
+    out = tmp_path / "f.h5"
+    extract(corpus, "mfcc", out, pooling="none", progress=False)
+    with FeatureReader(out) as feats:
+        array_bytes = sum(a.nbytes for uid in feats.ids for a in feats.get_layers(uid).values())
+        count = len(feats)
+    per_utterance_overhead = 4096  # group, attributes and dataset headers
+    assert count == 40
+    assert os.path.getsize(out) <= 1.2 * array_bytes + per_utterance_overhead * count
+
+
+def test_explicit_items_with_unstorable_ids_are_reported(tmp_path):
+    from audioembed.inputs import InputItem
+
+    path = audio_gen.write_audio(tmp_path / "a.wav", audio_gen.tone(300.0, 0.5, 16000), 16000)
+    items = [InputItem(id="fine", path=str(path)), InputItem(id="nul\x00", path=str(path))]
+    summary = extract(items, "fbank", tmp_path / "f.h5", progress=False)
+    assert summary.extracted == 1 and len(summary.failed) == 1
+    (reason,) = summary.failed.values()
+    assert reason == f"{path}: id 'nul\\x00' contains a NUL character, which HDF5 cannot store"

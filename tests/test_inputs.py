@@ -241,6 +241,41 @@ def test_empty_manifest(tmp_path):
         collect_inputs([man])
 
 
+# --- ids the feature store cannot hold ------------------------------------------------------
+
+
+def test_unstorable_ids_name_the_row_and_the_rest_goes_on(tmp_path):
+    _touch_audio(tmp_path / "a.wav")
+    _touch_audio(tmp_path / "b.wav")
+    man = tmp_path / "m.csv"
+    man.write_text("path,id\na.wav,good\nb.wav,bad\x00id\n")
+    with pytest.raises(InputError, match=r"m\.csv: line 3: id 'bad\\x00id' contains a NUL character"):
+        collect_inputs([man])
+    rejected = []
+    items = collect_inputs([man], rejected=rejected)
+    assert [i.id for i in items] == ["good"]
+    assert rejected == [("bad\x00id", f"{man}: line 3: id 'bad\\x00id' contains a NUL character, which HDF5 cannot store")]
+    j = tmp_path / "m.jsonl"
+    j.write_text(json.dumps({"path": "a.wav", "id": "x\u0000"}) + "\n")
+    rejected = []
+    assert collect_inputs([j], rejected=rejected) == []
+    assert "line 1" in rejected[0][1]
+
+
+def test_file_name_that_is_not_utf8(tmp_path):
+    root = tmp_path / "d"
+    _touch_audio(root / "ok.wav")
+    bad = os.path.join(os.fsencode(root), b"caf\xe9.wav")
+    with open(os.path.join(os.fsencode(root), b"ok.wav"), "rb") as src, open(bad, "wb") as dst:
+        dst.write(src.read())
+    rejected = []
+    items = collect_inputs([root], rejected=rejected)
+    assert [i.id for i in items] == ["ok.wav"]
+    (uid, message), = rejected
+    assert "caf\\xe9.wav" in message and "not valid UTF-8" in message
+    message.encode("utf-8")  # the message itself prints anywhere
+
+
 # --- sharding ----------------------------------------------------------------------------
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
 
+from audioembed.messages import printable
 from audioembed.store import (
     UTTERANCES,
     FeatureReader,
@@ -96,3 +99,90 @@ def test_not_a_feature_file(tmp_path):
         FeatureWriter(bogus, ATTRS)
     with pytest.raises(StoreError, match="no such feature file"):
         FeatureReader(tmp_path / "nothing.h5")
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("a\nb", "a\\nb"),
+        ("a\rb\tc", "a\\rb\\tc"),
+        ("\x1b[2Kx", "\\x1b[2Kx"),
+        ("nul\x00", "nul\\x00"),
+        ("del\x7f c1\x85", "del\\x7f c1\\x85"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("bidi\u202eevil", "bidi\\u202eevil"),
+        (os.fsdecode(b"caf\xe9.wav"), "caf\\xe9.wav"),
+        ("plain/ü ok.wav", "plain/ü ok.wav"),
+    ],
+)
+def test_printable_escapes_what_could_forge_or_break_a_line(raw, shown):
+    assert printable(raw) == shown
+    assert printable(raw).encode("utf-8") and "\n" not in printable(raw)
+
+
+def _corrupt(path, signature=b"SNOD"):
+    """Overwrite the first HDF5 symbol-table node signature, as a bad disk block would."""
+    data = path.read_bytes()
+    at = data.index(signature)
+    path.write_bytes(data[:at] + b"XXXX" + data[at + 4 :])
+
+
+def test_corrupted_feature_file_is_one_line_everywhere(tmp_path):
+    from click.testing import CliRunner
+
+    import audio_gen
+    from audioembed.cli import main
+
+    corpus = tmp_path / "in"
+    audio_gen.make_corpus(corpus, n=3, seed=2, min_s=0.3, max_s=0.6)
+    out = tmp_path / "f.h5"
+    runner = CliRunner()
+    assert runner.invoke(main, ["extract", "-u", "fbank", str(corpus), "-o", str(out), "-q"]).exit_code == 0
+    _corrupt(out)
+    for args in (["extract", "-u", "fbank", str(corpus), "-o", str(out), "-q"],
+                 ["inspect", str(out)],
+                 ["gather", str(out), "-o", str(tmp_path / "g.h5")]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (args, result.exception)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, result.output
+        assert lines[0].startswith(f"Error: {out}: cannot read feature file, it may be corrupted (")
+        assert "bad symbol table node signature" in lines[0]
+
+
+def test_corrupted_part_is_named(tmp_path):
+    out = tmp_path / "f.h5"
+    writer = FeatureWriter(out, ATTRS, seal_seconds=0)
+    _write(writer, "one")
+    writer._release_lock()  # killed before consolidating
+    (part,) = parts_dir(out).glob("part-*.h5")
+    _corrupt(part)
+    with pytest.raises(StoreError, match=rf"^{part}: cannot read feature file"):
+        FeatureReader(out)
+    with pytest.raises(StoreError, match=rf"^{part}: cannot read feature file"):
+        FeatureWriter(out, ATTRS)
+    assert not (tmp_path / "f.h5.consolidate.tmp").exists()
+
+
+def test_reader_survives_a_consolidation_between_listing_and_opening(tmp_path, monkeypatch):
+    import audioembed.store as store
+
+    out = tmp_path / "f.h5"
+    writer = FeatureWriter(out, ATTRS, seal_seconds=0)
+    for uid in ("one", "two", "three"):
+        _write(writer, uid)
+    writer._release_lock()  # three sealed parts, not yet merged
+    listed = store.resolve_store_files
+    races = []
+
+    def list_then_consolidate(paths):
+        files = listed(paths)
+        if not races:  # a writer merges and deletes the parts right after this reader listed them
+            races.append(store.consolidate(out))
+        return files
+
+    monkeypatch.setattr(store, "resolve_store_files", list_then_consolidate)
+    with FeatureReader(out) as feats:
+        assert feats.ids == ["one", "three", "two"]
+        np.testing.assert_array_equal(feats.get("two", 0), np.ones((3, 4)))
+    assert races == [3] and not parts_dir(out).exists()

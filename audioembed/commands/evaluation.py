@@ -89,4 +89,6 @@ def report(results_dir, output):
 
     check_output_file(output)
     path = write_report(results_dir, output)
-    click.echo(f"wrote {path}")
+    from ..messages import printable
+
+    click.echo(f"wrote {printable(path)}")

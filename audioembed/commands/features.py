@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -91,27 +92,60 @@ Examples:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--utterances", "-n", default=5, show_default=True, help="How many utterances to list.")
 def inspect(paths, utterances):
-    """Summarise a feature file (or a shard set: give OUT.h5 or the shard files)."""
+    """Summarise a feature file (or a shard set: give OUT.h5 or the shard files).
+
+    An incomplete shard set is shown (with a warning saying which shards are short).
+    """
     from ..store import FeatureReader
 
-    with FeatureReader(list(paths) if len(paths) > 1 else paths[0]) as reader:
-        a = reader.attrs
-        click.echo(f"files:        {', '.join(str(f) for f in reader.files)}")
-        click.echo(f"upstream:     {a['upstream']}  model: {a.get('model') or '-'}  weights: {a['weights_hash']}")
-        click.echo(f"audio:        {a['sample_rate']} Hz, hop {a['hop_length']} -> {a['frame_rate']:g} frames/s")
-        click.echo(f"layers:       {reader.layers} of {a.get('num_layers')}  (hidden size {a.get('hidden_size')})")
-        click.echo(f"pooling:      {a['pooling']}  dtype: {a['dtype']}")
-        click.echo(f"window:       {a['window_samples']} samples + {a['context_samples']} context")
-        click.echo(f"written by:   audioembed {a.get('audioembed_version')} at {a.get('created')}")
-        infos = [reader.info(i) for i in reader.ids]
-        duration = sum(i.duration for i in infos)
-        frames = sum(i.num_frames for i in infos)
-        click.echo(f"utterances:   {len(infos)}  ({duration:.1f} s of audio, {frames} frames)")
-        for info in infos[:utterances]:
-            shape = reader.get(info.id, reader.layers[-1]).shape
-            click.echo(f"  {info.id}  {info.duration:.2f} s  {info.num_frames} frames  layer shape {shape}")
-        if len(infos) > utterances:
-            click.echo(f"  ... {len(infos) - utterances} more")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            reader = FeatureReader(list(paths) if len(paths) > 1 else paths[0], allow_incomplete=True)
+        finally:
+            _echo_store_warnings(caught)
+    with reader:
+        _describe_store(reader, utterances)
+
+
+def _describe_store(reader, utterances: int) -> None:
+    from ..messages import printable
+
+    a = reader.attrs
+    click.echo(f"files:        {', '.join(printable(f) for f in reader.files)}")
+    click.echo(f"upstream:     {a['upstream']}  model: {printable(a.get('model') or '-')}  weights: {a['weights_hash']}")
+    click.echo(f"audio:        {a['sample_rate']} Hz, hop {a['hop_length']} -> {a['frame_rate']:g} frames/s")
+    click.echo(f"layers:       {reader.layers} of {a.get('num_layers')}  (hidden size {a.get('hidden_size')})")
+    click.echo(f"pooling:      {a['pooling']}  dtype: {a['dtype']}")
+    click.echo(f"window:       {a['window_samples']} samples + {a['context_samples']} context")
+    click.echo(f"written by:   audioembed {a.get('audioembed_version')} at {a.get('created')}")
+    infos = [reader.info(i) for i in reader.ids]
+    duration = sum(i.duration for i in infos)
+    frames = sum(i.num_frames for i in infos)
+    click.echo(f"utterances:   {len(infos)}  ({duration:.1f} s of audio, {frames} frames)")
+    for info in infos[:utterances]:
+        shape = reader.get(info.id, reader.layers[-1]).shape
+        click.echo(f"  {printable(info.id)}  {info.duration:.2f} s  {info.num_frames} frames  layer shape {shape}")
+    if len(infos) > utterances:
+        click.echo(f"  ... {len(infos) - utterances} more")
+    failed = reader.failed
+    if failed:
+        click.echo(f"failed:       {len(failed)} input(s) could not be extracted (a rerun retries them)")
+        for uid, reason in list(failed.items())[:utterances]:
+            click.echo(f"  {printable(uid)}: {printable(reason)}")
+        if len(failed) > utterances:
+            click.echo(f"  ... {len(failed) - utterances} more")
+
+
+def _echo_store_warnings(caught) -> None:
+    """Store warnings as one ``audioembed: warning:`` line each (not Python's warning format)."""
+    from ..store import StoreWarning
+
+    for w in caught:
+        if issubclass(w.category, StoreWarning):
+            click.echo(f"audioembed: warning: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @click.command(epilog="""\b
@@ -121,11 +155,19 @@ Examples:
 """)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Merged HDF5 feature file to write.")
-def gather(inputs, output):
+@click.option("--allow-incomplete", is_flag=True,
+              help="Gather a shard set even if shards are missing or short (says which) instead of refusing.")
+def gather(inputs, output, allow_incomplete):
     """Merge a shard set (OUT.h5 finds OUT-shard*of*.h5) into one feature file."""
+    from ..messages import printable
     from ..output_paths import check_output_file
     from ..store import gather as run_gather
 
     check_output_file(output)
-    count = run_gather(list(inputs) if len(inputs) > 1 else inputs[0], output)
-    click.echo(f"{output}: {count} utterances")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            count = run_gather(list(inputs) if len(inputs) > 1 else inputs[0], output, allow_incomplete=allow_incomplete)
+        finally:
+            _echo_store_warnings(caught)
+    click.echo(f"{printable(output)}: {count} utterances")
