@@ -153,7 +153,12 @@ def gather(inputs, output):
 @click.option("--shots", default="all", show_default=True,
               help="Labelled examples per class for training, e.g. 8 or 1,2,4,8,16,all.")
 @click.option("--seeds", default=5, show_default=True, help="Seeds (few-shot subsets and probe inits) per shot setting.")
-@click.option("--probe", type=click.Choice(["linear", "mlp", "centroid"]), default="linear", show_default=True)
+@click.option("--probe", type=click.Choice(["linear", "mlp", "centroid", "knn"]), default="linear", show_default=True,
+              help="Head: linear or mlp (trained), centroid or knn (no training; classification).")
+@click.option("--pool", type=click.Choice(["mean", "mean+std"]), default="mean", show_default=True,
+              help="Pooling of each layer over time for utterance probes.")
+@click.option("--fold-column", default=None, metavar="NAME",
+              help="Manifest column with the dataset's own folds: test on each fold in turn.")
 @click.option("--ctc-head", type=click.Choice(["lstm", "conv"]), default="lstm", show_default=True,
               help="Head of the CTC probe (ASR): BiLSTM, or a convolution stack that trains faster on CPU.")
 @click.option("--layers", default="all", show_default=True, help="Layers the featurizer weights: all, last or indices.")
@@ -169,8 +174,8 @@ def gather(inputs, output):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head, layers, layer_norm, folds, max_epochs,
-               label_column, task_options, cache_dir, device, output, quiet, chunk_seconds):
+def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, pool, fold_column, ctc_head, layers, layer_norm,
+               folds, max_epochs, label_column, task_options, cache_dir, device, output, quiet, chunk_seconds):
     """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
     from .downstream import DownstreamError, RunConfig, markdown_table, parse_shots, run_downstream
     from .extraction import ExtractionError
@@ -192,7 +197,7 @@ def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head,
         options["label_column"] = label_column
     try:
         config = RunConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
-                           seeds=seeds, probe=probe, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
+                           seeds=seeds, probe=probe, pool=pool, fold_column=fold_column, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
                            max_epochs=max_epochs, chunk_seconds=chunk_seconds, task_options=options, cache_dir=cache_dir, device=device)
         result = run_downstream(config, output, progress=not quiet)
     except (DownstreamError, ExtractionError, StoreError, TaskDataError, UpstreamError) as exc:

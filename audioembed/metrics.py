@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import unique_labels
 
 __all__ = [
     "KEY_LABELS",
+    "METRIC_RANGES",
     "Summary",
     "accuracy",
     "char_error_rate",
@@ -34,6 +35,7 @@ __all__ = [
     "normalize_key",
     "regression_metrics",
     "summarize",
+    "summarize_metric",
     "unweighted_average_recall",
     "word_error_rate",
 ]
@@ -272,26 +274,46 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
 # --------------------------------------------------------------------------- summaries over seeds
 
 
+#: the values each metric can take; confidence intervals are clipped to them (a t interval
+#: from two seeds near 1.0 would otherwise claim an accuracy above 1)
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, 1.0) for name in ("accuracy", "macro_f1", "uar", "roc_auc", "pr_auc", "map", "mirex")},
+    "wer": (0.0, math.inf),
+    "cer": (0.0, math.inf),
+    "mae": (0.0, math.inf),
+    "r2": (-math.inf, 1.0),
+    "pearson": (-1.0, 1.0),
+}
+
+
 @dataclass(frozen=True)
 class Summary:
-    """Mean of repeated runs (seeds, folds) with spread and a Student-t confidence interval."""
+    """Mean of repeated runs (seeds, folds) with spread and a Student-t confidence interval.
+
+    ``ci_low``/``ci_high`` are None when no interval can be computed (a single run);
+    ``ci_note`` then says why, and says so too when the interval was clipped to the range.
+    """
 
     mean: float
     std: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
     n: int
+    ci_note: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> Summary:
     """Summarise a metric over runs: mean, sample std (ddof=1) and a two-sided t interval.
 
     A Student-t interval (``scipy.stats.t``, n-1 degrees of freedom) because the number of
-    seeds is small and the spread is estimated from the same runs. With a single run (or no
-    spread) the std is 0 and the interval collapses to the mean rather than being undefined.
+    seeds is small and the spread is estimated from the same runs; it is clipped to
+    ``bounds`` (the metric's range, :data:`METRIC_RANGES`). With a single run there is no
+    spread to estimate: std is 0 and the interval is None ("not computable"). Runs that agree
+    exactly give a zero-width interval.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -302,8 +324,21 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if not np.isfinite(array).all():
         raise ValueError("values must be finite")
     mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else 0.0
+    if n == 1:
+        return Summary(mean=mean, std=0.0, ci_low=None, ci_high=None, n=1,
+                       ci_note="not computable from a single run")
+    std = float(array.std(ddof=1))
     if std == 0.0:
         return Summary(mean=mean, std=std, ci_low=mean, ci_high=mean, n=n)
     low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / math.sqrt(n))
-    return Summary(mean=mean, std=std, ci_low=float(low), ci_high=float(high), n=n)
+    lo, hi = bounds
+    note = ""
+    if low < lo or high > hi:
+        low, high = max(low, lo), min(high, hi)
+        note = f"clipped to the metric's range [{lo:g}, {hi:g}]"
+    return Summary(mean=mean, std=std, ci_low=float(low), ci_high=float(high), n=n, ci_note=note)
+
+
+def summarize_metric(name: str, values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """:func:`summarize` with the interval kept inside ``name``'s range (unknown names: unbounded)."""
+    return summarize(values, confidence, METRIC_RANGES.get(name, (-math.inf, math.inf)))

@@ -20,7 +20,9 @@ from torch import nn
 from .featurizer import Featurizer
 from .tasks import TaskKind
 
-PROBES = ("linear", "mlp", "centroid")
+PROBES = ("linear", "mlp", "centroid", "knn")
+#: neighbours of the kNN probe (fewer when the training subset is smaller)
+KNN_NEIGHBOURS = 5
 #: heads of the CTC (ASR) probe: S3PRL-style BiLSTM, or a residual convolution stack that
 #: trains several times faster on CPU and learns from a few hundred utterances
 CTC_HEADS = ("lstm", "conv")
@@ -156,13 +158,7 @@ def centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray
 
     No training, so it is the fairest probe with one or two shots per class.
     """
-    mean, std = (t.numpy() for t in standardizer(x_train))
-
-    def embed(x):
-        z = ((x - mean) / std).mean(axis=1)
-        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
-
-    train, ev = embed(x_train), embed(x_eval)
+    train, ev = _unit_layer_average(x_train, x_eval)
     centroids = np.zeros((num_classes, train.shape[1]))
     for c in range(num_classes):
         if np.any(y_train == c):
@@ -171,6 +167,41 @@ def centroid_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray
     sims = ev @ centroids.T
     sims[:, ~np.isin(np.arange(num_classes), y_train)] = -np.inf
     return sims
+
+
+def _unit_layer_average(x_train: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised (training statistics), uniformly layer-averaged, unit-length embeddings."""
+    mean, std = (t.numpy() for t in standardizer(x_train))
+
+    def embed(x):
+        z = ((x - mean) / std).mean(axis=1)
+        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
+
+    return embed(x_train), embed(x_eval)
+
+
+def knn_scores(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, num_classes: int,
+               neighbours: int = KNN_NEIGHBOURS) -> np.ndarray:
+    """k-nearest-neighbour probe on the embedding of :func:`centroid_scores` (no training).
+
+    Per class, the sum of cosine similarities of the k nearest training rows of that class
+    (k = ``neighbours`` or the training size when smaller), so close neighbours weigh more
+    and ties between vote counts are broken by closeness. Classes absent from training get
+    -inf; classes present but not among the neighbours get a score below every vote.
+    """
+    train, ev = _unit_layer_average(x_train, x_eval)
+    sims = ev @ train.T
+    k = min(neighbours, len(train))
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(ev), num_classes))
+    voted = np.zeros((len(ev), num_classes), dtype=bool)
+    for row in range(len(ev)):
+        for j in nearest[row]:
+            votes[row, int(y_train[j])] += sims[row, j]
+            voted[row, int(y_train[j])] = True
+    scores = np.where(voted, votes, -2.0 * k)  # below any sum of k cosines
+    scores[:, ~np.isin(np.arange(num_classes), y_train)] = -np.inf
+    return scores
 
 
 # ----------------------------------------------------------------------------- CTC

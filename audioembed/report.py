@@ -33,26 +33,44 @@ def _column(result: dict) -> str:
     return name
 
 
+def pooling_of(result: dict) -> str:
+    """The pooling of a result (files written before pooling was recorded used the mean)."""
+    recorded = (result.get("protocol") or {}).get("pooling")
+    if recorded:
+        return recorded
+    return "frames" if result.get("task_kind") == "ctc" else "mean"
+
+
 def summary_table(results: list[dict]) -> str:
-    """One table per shot setting: rows = tasks (primary metric), columns = upstreams."""
+    """One table per shot setting and pooling: rows = tasks (primary metric), columns = upstreams.
+
+    Upstreams are only compared under the same pooling: a table never mixes mean-pooled and
+    mean+std-pooled runs (frame-level tasks such as ASR have their own "frames" table).
+    """
     columns = sorted({_column(r) for r in results})
-    by_shots: dict[str, dict[tuple[str, str], dict]] = defaultdict(dict)
+    by_table: dict[tuple[str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
     metric_of: dict[str, str] = {}
+    protocol_of: dict[tuple[str, str], set] = defaultdict(set)
     for r in results:
         metric_of[r["task"]] = r["primary_metric"] + (" (lower is better)" if r["primary_metric"] in r.get("lower_is_better", []) else "")
+        pooling = pooling_of(r)
+        protocol_of[(r["task"], pooling)].add((r.get("protocol") or {}).get("split", "not recorded"))
         for shots, block in r["results"].items():
-            by_shots[shots][(r["task"], _column(r))] = block["summary"][r["primary_metric"]]
+            by_table[(shots, pooling)][(r["task"], _column(r))] = block["summary"][r["primary_metric"]]
     lines = []
-    for shots in sorted(by_shots, key=_shots_order):
-        cells = by_shots[shots]
-        lines += [f"## shots per class: {shots}", "", "| task | metric | " + " | ".join(columns) + " |",
-                  "|---|---|" + "---|" * len(columns)]
+    for shots, pooling in sorted(by_table, key=lambda key: (_shots_order(key[0]), key[1])):
+        cells = by_table[(shots, pooling)]
+        used = [c for c in columns if any(col == c for _, col in cells)]
+        lines += [f"## shots per class: {shots}, pooling: {pooling}", "",
+                  "| task | metric | protocol | " + " | ".join(used) + " |",
+                  "|---|---|---|" + "---|" * len(used)]
         for task in sorted({t for t, _ in cells}):
             row = []
-            for col in columns:
+            for col in used:
                 s = cells.get((task, col))
                 row.append(f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})" if s else "-")
-            lines.append(f"| {task} | {metric_of[task]} | " + " | ".join(row) + " |")
+            protocol = "; ".join(sorted(protocol_of[(task, pooling)]))
+            lines.append(f"| {task} | {metric_of[task]} | {protocol} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 

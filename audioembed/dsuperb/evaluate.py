@@ -201,7 +201,7 @@ def _classification_folds(y: list[str], folds: int, seed: int):
     rare_rows = [i for i, label in enumerate(y) if label not in common]
     examples = [Example(id=str(i), path="", target=y[i]) for i in common_rows]
     out = []
-    for fold in make_folds(examples, TaskKind.CLASSIFICATION, folds, seed=seed):
+    for fold in make_folds(examples, TaskKind.CLASSIFICATION, folds, seed=seed).folds:
         out.append(([common_rows[j] for j in fold.train] + rare_rows, [common_rows[j] for j in fold.dev],
                     [common_rows[j] for j in fold.test]))
     return out, common, sorted(set(counts) - set(common))
@@ -250,7 +250,7 @@ def _probe_multilabel(x, targets, layers, config: EvalConfig) -> dict:
         y[row, [index[tag] for tag in t]] = 1.0
     examples = [Example(id=str(i), path="", target=t) for i, t in enumerate(targets)]
     per_fold, weights = [], []
-    for f, fold in enumerate(make_folds(examples, TaskKind.MULTILABEL, config.folds, seed=config.seed)):
+    for f, fold in enumerate(make_folds(examples, TaskKind.MULTILABEL, config.folds, seed=config.seed).folds):
         train, dev, test = fold.train, fold.dev, fold.test
 
         def dev_score(outputs, dev=dev):
@@ -285,7 +285,7 @@ def _probe_regression(x, targets, config: EvalConfig) -> dict:
     flat = x.reshape(len(x), -1)
     examples = [Example(id=str(i), path="", target=float(t)) for i, t in enumerate(targets)]
     per_fold = []
-    for fold in make_folds(examples, TaskKind.REGRESSION, config.folds, seed=config.seed):
+    for fold in make_folds(examples, TaskKind.REGRESSION, config.folds, seed=config.seed).folds:
         train = fold.train + fold.dev  # RidgeCV picks alpha by leave-one-out on these
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(flat[train], y[train])
         metrics = regression_metrics(y[fold.test], model.predict(flat[fold.test]))
