@@ -217,3 +217,23 @@ def test_knn_probe_end_to_end_uses_the_same_subsets(three_speakers, tmp_path):
                 == centroid["results"]["2"]["per_seed"][seed]["subset_ids"])
     assert knn["results"]["all"]["summary"]["accuracy"]["mean"] > 0.8
     assert knn["config"]["probe"] == "knn"
+
+
+def test_known_dataset_loader_sets_the_official_folds(tmp_path):
+    """An ESC-50-layout folder is evaluated on its own folds without any option."""
+    root = tmp_path / "ESC-50"
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rng = np.random.default_rng(1)
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i in range(18):
+        label = list(PITCHES)[i % 3]
+        name = f"{i % 3 + 1}-{i}-A-0.wav"
+        sig = audio_gen.tone(PITCHES[label], 0.4, 16000, amp=0.4) + 0.05 * audio_gen.noise(0.4, 16000, seed=i)
+        audio_gen.write_audio(root / "audio" / name, sig, 16000)
+        rows.append(f"{name},{(i // 3) % 3 + 1},{i % 3},{label},False,{i},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    result = run_downstream(RunConfig(task="sound_events", upstream="mfcc", data=str(root), seeds=1, max_epochs=20,
+                                      cache_dir=str(tmp_path / "cache")), tmp_path / "results", progress=False)
+    assert result["protocol"]["split"] == "official folds (column fold of esc50.csv, 3 folds)"
+    assert [f["test"] for f in result["data"]["folds"]] == [6, 6, 6]
