@@ -204,6 +204,7 @@ def run_downstream(config: RunConfig, output_dir: str | Path, progress: bool = T
                     "per_fold": [o.metrics for o in run.outcomes],
                     "layer_weights": np.mean(weights, axis=0).tolist() if weights else None,
                     "best_epochs": [o.epoch for o in run.outcomes],
+                    "weight_decays": [o.weight_decay for o in run.outcomes],
                     "subset_ids": subsets,
                     "train_size": {name: len(s) for name, s in subsets.items()},
                     "test_items": per_item_predictions(folds, run, ids, encoded.targets),

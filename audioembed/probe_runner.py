@@ -85,6 +85,8 @@ class FoldOutcome:
     epoch: int
     #: predictions on the fold's test items, in target form (label, tag tuple, text, number)
     predictions: list = field(default_factory=list)
+    #: the weight decay chosen on dev (linear probe fitted by L-BFGS), else None
+    weight_decay: float | None = None
 
 
 def primary_score(task: Task, metrics: dict) -> float:
@@ -152,12 +154,13 @@ def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarra
 
     model, epoch = train_utterance_probe(
         task.kind, layers, x_train, encoded.y[train][owner_train], x_dev, dev_score, encoded.outputs, config, seed,
+        y_dev=encoded.y[dev][owner_dev],
     )
     with torch.no_grad():
         outputs = model(torch.from_numpy(x_test)).numpy()
     preds, scores = encoded.decode(per_clip(outputs, owner_test, len(test)))
     return FoldOutcome(task.metrics(test_targets, preds, scores, encoded.labels), model.featurizer.layer_weights(),
-                       epoch, preds)
+                       epoch, preds, model.selected_weight_decay)
 
 
 @dataclass
