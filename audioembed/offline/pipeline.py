@@ -356,7 +356,18 @@ def _probe_settings(config, ctc: bool) -> dict:
                 "max_epochs": config.max_epochs, "task_options": config.task_options}
     if ctc:
         settings["ctc_head"] = config.ctc_head
+    if config.pool != "mean":  # results written before pooling was a setting were mean-pooled
+        settings["pool"] = config.pool
     return settings
+
+
+def task_pool(task: str, wanted: str) -> str:
+    """``evaluation.pool`` for utterance tasks; tasks trained on chunks or frames keep their own
+    (chunk means, frames): the result files record which pooling each task used."""
+    from ..registry import get_registry
+
+    built = get_registry().task_spec(task).build()
+    return "mean" if task in CTC_TASKS or built.chunk_seconds else wanted
 
 
 def stage_evaluate(ctx: Context) -> dict:
@@ -384,7 +395,7 @@ def stage_evaluate(ctx: Context) -> dict:
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(str(task_shots.get(task_name, shots_default))),
                 seeds=int(task_seeds.get(task_name, cfg.get("seeds", 5))), probe=str(cfg.get("probe", "linear")),
-                ctc_head=str(cfg.get("ctc_head", "lstm")),
+                ctc_head=str(cfg.get("ctc_head", "lstm")), pool=task_pool(t["task"], str(cfg.get("pool", "mean"))),
                 max_epochs=int(task_epochs.get(task_name, cfg.get("max_epochs", 200))), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )

@@ -229,6 +229,18 @@ def _run_summary(ctx: Context) -> list[str]:
     return lines
 
 
+def pooling_line(results: dict[tuple[str, str], dict], tasks: list[str]) -> str:
+    """Which pooling each task's probes saw, read from the result files (never assumed)."""
+    from ..report import pooling_of
+
+    by_pooling: dict[str, list[str]] = {}
+    for t in tasks:
+        used = sorted({pooling_of(r) for (m, tt), r in results.items() if tt == t})
+        by_pooling.setdefault(", ".join(used), []).append(t)
+    parts = [f"{pooling} ({', '.join(ts)})" for pooling, ts in sorted(by_pooling.items())]
+    return "Pooling of the probes' features: " + ("; ".join(parts) if parts else "no results yet") + "."
+
+
 def write_results(ctx: Context) -> dict:
     results = _load(ctx)
     table = models(ctx)
@@ -260,7 +272,8 @@ def write_results(ctx: Context) -> dict:
 
     lines = ["# Offline reproduction: results", "",
              f"Written by `audioembed reproduce` from the run in `{ctx.output_dir.name}/` "
-             f"(recipe `{Path(ctx.source).name}`). Primary metric per task; mean ± std over seeds.", ""]
+             f"(recipe `{Path(ctx.source).name}`). Primary metric per task; mean ± std over seeds.",
+             "", pooling_line(results, tasks), ""]
     lines += _run_summary(ctx)
     lines += ["## Models", "", "| model | kind | upstream | parameters | speed (x real time, CPU) |", "|---|---|---|---|---|"]
     for m in names:
