@@ -237,3 +237,25 @@ def test_known_dataset_loader_sets_the_official_folds(tmp_path):
                                       cache_dir=str(tmp_path / "cache")), tmp_path / "results", progress=False)
     assert result["protocol"]["split"] == "official folds (column fold of esc50.csv, 3 folds)"
     assert [f["test"] for f in result["data"]["folds"]] == [6, 6, 6]
+
+
+# ----------------------------------------------------------------------------- I: one probe runner
+
+
+def test_downstream_and_dsuperb_share_one_probe_runner():
+    import audioembed.downstream as downstream
+    import audioembed.dsuperb.evaluate as dsuperb
+    import audioembed.probe_runner as runner
+
+    assert downstream.run_fold_loop is runner.run_fold_loop and dsuperb.run_fold_loop is runner.run_fold_loop
+    assert downstream.fit_and_score is runner.fit_and_score and dsuperb.fit_and_score is runner.fit_and_score
+    assert downstream.EncodedTargets is runner.EncodedTargets and dsuperb.EncodedTargets is runner.EncodedTargets
+    # dsuperb's probes now come back with the same per-item predictions as downstream's
+    rng = np.random.default_rng(0)
+    y = ["a", "b", "c"] * 12
+    x = (rng.normal(size=(36, 1, 6)) + np.array([[{"a": 0, "b": 3, "c": 6}[t]] for t in y])[:, :, None]).astype(np.float32)
+    config = dsuperb.EvalConfig(upstream="mfcc", folds=3, max_epochs=20)
+    probed = dsuperb.probe_instance(x, y, TaskKind.CLASSIFICATION, [0], config)
+    items = probed["test_items"]
+    assert sorted(items["ids"], key=int) == [str(i) for i in range(36)]
+    assert np.mean(items["correct"]) > 0.9 and len(probed["per_fold"]) == 3
