@@ -200,20 +200,27 @@ def run_fold_loop(folds: Sequence[Fold], seed: int, subset_of: Callable[[Fold, i
     return SeedRun(seed, outcomes, subsets)
 
 
+def _comparable(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def per_item_predictions(folds: Sequence[Fold], run: SeedRun, ids: Sequence[str], targets: Sequence) -> dict:
     """``{"ids": [...], "predictions": [...], "correct": [...]}`` over every fold's test items.
 
     ``correct`` (exact match, 0/1) is what paired tests compare between upstreams; it is given
-    for classification-like targets (labels, tag sets, transcripts)."""
+    for label, tag-set and transcript targets, not for numbers (regression)."""
     item_ids, preds, correct = [], [], []
     for fold, outcome in zip(folds, run.outcomes):
         for i, pred in zip(fold.test, outcome.predictions):
             item_ids.append(ids[i])
             preds.append(list(pred) if isinstance(pred, tuple) else pred)
             truth = targets[i]
-            correct.append(int((tuple(pred) if isinstance(pred, (list, tuple)) else pred) ==
-                               (tuple(truth) if isinstance(truth, (list, tuple)) else truth)))
-    return {"ids": item_ids, "predictions": preds, "correct": correct}
+            if isinstance(truth, (str, tuple, list)):
+                correct.append(int(_comparable(pred) == _comparable(truth)))
+    out = {"ids": item_ids, "predictions": preds}
+    if len(correct) == len(item_ids):
+        out["correct"] = correct
+    return out
 
 
 def split_warnings(kind: TaskKind, folds: Sequence[Fold], targets: Sequence) -> list[str]:

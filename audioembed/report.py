@@ -53,7 +53,7 @@ def _correct_matrix(block: dict) -> dict[tuple[int, str], int] | None:
     out = {}
     for run in block.get("per_seed", []):
         items = run.get("test_items")
-        if not items:
+        if not items or "correct" not in items:
             return None
         for item, hit in zip(items["ids"], items["correct"]):
             out[(run["seed"], item)] = int(hit)
@@ -209,8 +209,10 @@ def plot_fewshot_curves(results: list[dict], task: str, path: Path, *, label=Non
         labels = sorted(r["results"], key=_shots_order)
         summaries = [r["results"][s]["summary"][r["primary_metric"]] for s in labels]
         xs = list(range(len(labels)))
-        ax.errorbar(xs, [s["mean"] for s in summaries],
-                    yerr=[[s["mean"] - s["ci_low"] for s in summaries], [s["ci_high"] - s["mean"] for s in summaries]],
+        # no bar where no interval is computable (a single seed)
+        low = [s["mean"] - s["ci_low"] if s.get("ci_low") is not None else 0.0 for s in summaries]
+        high = [s["ci_high"] - s["mean"] if s.get("ci_high") is not None else 0.0 for s in summaries]
+        ax.errorbar(xs, [s["mean"] for s in summaries], yerr=[low, high],
                     marker="o", capsize=3, label=label(r))
         ax.set_xticks(xs, labels)
     ax.set_xlabel("shots per class")

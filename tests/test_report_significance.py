@@ -64,3 +64,14 @@ def test_single_split_gets_mcnemar_and_mismatched_protocols_are_not_paired():
     assert "McNemar p = " in text
     text = summary_table([_result("a", a, "given test split"), _result("b", b, "group k-fold (k=5, by group)")])
     assert "different split protocols" in text
+
+
+def test_fewshot_plot_with_a_single_seed(tmp_path):
+    """One seed: no interval is computable; the curve is drawn without error bars."""
+    from audioembed.report import plot_fewshot_curves
+
+    result = _result("a", np.ones((1, 10), dtype=int))
+    block = result["results"]["all"]
+    result["results"] = {"2": block, "all": block}
+    assert plot_fewshot_curves([result], "classify", tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
