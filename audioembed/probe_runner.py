@@ -161,7 +161,7 @@ def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarra
 
     model, epoch = train_utterance_probe(
         task.kind, layers, x_train, encoded.y[train][owner_train], x_dev, dev_score, encoded.outputs, config, seed,
-        y_dev=encoded.y[dev][owner_dev],
+        y_dev=encoded.y[dev][owner_dev], rows_are_examples=len(x_train) == len(train) and len(x_dev) == len(dev),
     )
     with torch.no_grad():
         outputs = model(torch.from_numpy(x_test)).numpy()

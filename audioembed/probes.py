@@ -47,6 +47,9 @@ class ProbeConfig:
     #: above this many training values (rows x layers x dims) the linear probe trains with
     #: Adam mini-batches like the MLP instead of full-batch L-BFGS
     full_batch_limit: int = 50_000_000
+    #: up to this many rows (train + dev) the linear probe chooses its weight decay by 5-fold
+    #: cross-validation on train + dev rather than on the one small dev part
+    cv_max_rows: int = 1000
 
 
 class UtteranceProbe(nn.Module):
@@ -136,6 +139,7 @@ def train_utterance_probe(
     config: ProbeConfig,
     seed: int,
     y_dev=None,
+    rows_are_examples: bool = True,
 ) -> tuple[UtteranceProbe, int]:
     """Train on ``(N, L, D)`` features; ``dev_score(outputs_on_dev)`` is higher-is-better.
 
@@ -144,7 +148,8 @@ def train_utterance_probe(
     returned is 0. Otherwise: Adam, early stopping on dev; returns the dev-best probe and its epoch.
     """
     if config.probe == "linear" and y_dev is not None and x_train.size <= config.full_batch_limit:
-        return fit_linear_lbfgs(kind, layers, x_train, y_train, x_dev, y_dev, dev_score, outputs, config, seed), 0
+        return fit_linear_lbfgs(kind, layers, x_train, y_train, x_dev, y_dev, dev_score, outputs, config, seed,
+                                rows_are_examples), 0
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     mean, std = standardizer(x_train)
@@ -203,7 +208,7 @@ def _lbfgs(model: UtteranceProbe, kind: TaskKind, x: torch.Tensor, y: torch.Tens
 
 def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray, y_train, x_dev: np.ndarray, y_dev,
                      dev_score: Callable[[np.ndarray], float], outputs: int, config: ProbeConfig,
-                     seed: int) -> UtteranceProbe:
+                     seed: int, rows_are_examples: bool = True) -> UtteranceProbe:
     """The linear probe as a regularised logistic (or least-squares) regression, solved exactly.
 
     Mini-batch Adam with early stopping stops short of the optimum on small sets, which made
@@ -212,7 +217,10 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
     each weight decay of ``config.weight_decays`` (strongest first, each warm-started from the
     previous solution) is fitted to convergence with full-batch L-BFGS on the training part
     and scored on dev; the best (ties: the stronger decay) is refitted on training + dev, as
-    the reference uses all its labelled data. Deterministic: the head starts at zero and
+    the reference uses all its labelled data. Small sets (up to ``config.cv_max_rows`` rows,
+    one row per example, >= 3 examples per class) choose the decay by 5-fold cross-validation
+    on training + dev instead (fewest held-out errors, loss breaking ties; for other kinds the
+    lowest held-out loss): one dev part of a few dozen examples picks a decay almost at random. Deterministic: the head starts at zero and
     ``seed`` only seeds torch for symmetry with the other probes.
     """
     torch.manual_seed(seed)
@@ -228,14 +236,19 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
             model.head.bias.zero_()
         return model
 
-    model = fresh()
-    best_score, best_decay = -np.inf, config.weight_decays[0]
-    for decay in config.weight_decays:
-        _lbfgs(model, kind, xt, yt, decay, config.lbfgs_iterations)
-        with torch.no_grad():
-            score = dev_score(model(xd).numpy())
-        if score > best_score + 1e-9:
-            best_score, best_decay = score, decay
+    # rows of one clip (chunks) must not straddle cross-validation parts: those use the dev part
+    parts = _cv_parts(kind, x_train, y_train, x_dev, y_dev, config, seed) if rows_are_examples else None
+    if parts is not None:
+        best_decay = _cv_weight_decay(kind, layers, x_train, y_train, x_dev, y_dev, outputs, config, parts, fresh)
+    else:
+        model = fresh()
+        best_score, best_decay = -np.inf, config.weight_decays[0]
+        for decay in config.weight_decays:
+            _lbfgs(model, kind, xt, yt, decay, config.lbfgs_iterations)
+            with torch.no_grad():
+                score = dev_score(model(xd).numpy())
+            if score > best_score + 1e-9:
+                best_score, best_decay = score, decay
     final = fresh()
     x_all = torch.cat([xt, xd])
     y_all = torch.cat([yt, as_targets(kind, y_dev)])
@@ -247,6 +260,47 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
             break
     final.selected_weight_decay = best_decay
     return final
+
+
+def _cv_parts(kind: TaskKind, x_train, y_train, x_dev, y_dev, config: ProbeConfig, seed: int):
+    """Seeded 5-fold (stratified for classification) parts of train + dev, or None when the set
+    is too large or has too few examples per class for cross-validation."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(x_train) + len(x_dev)
+    if n > config.cv_max_rows:
+        return None
+    y_all = np.concatenate([np.asarray(y_train), np.asarray(y_dev)])
+    if kind is TaskKind.CLASSIFICATION:
+        counts = np.bincount(y_all)
+        k = int(min(5, counts[counts > 0].min()))
+        if k < 3:
+            return None
+        return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y_all))
+    if n < 20:
+        return None
+    return list(KFold(n_splits=5, shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
+def _cv_weight_decay(kind, layers, x_train, y_train, x_dev, y_dev, outputs, config: ProbeConfig, parts,
+                     fresh: Callable[[], "UtteranceProbe"]) -> float:
+    """The weight decay with the lowest held-out error (classification; the loss breaks ties) or
+    loss (other kinds), summed over ``parts``; ties go to the stronger decay."""
+    x_all = torch.from_numpy(np.concatenate([x_train, x_dev])).float()
+    y_all = as_targets(kind, np.concatenate([np.asarray(y_train), np.asarray(y_dev)]))
+    losses = np.zeros(len(config.weight_decays))
+    for fit_rows, held_rows in parts:
+        fit_rows, held_rows = torch.from_numpy(fit_rows), torch.from_numpy(held_rows)
+        model = fresh()
+        for j, decay in enumerate(config.weight_decays):
+            _lbfgs(model, kind, x_all[fit_rows], y_all[fit_rows], decay, config.lbfgs_iterations)
+            with torch.no_grad():
+                out = model(x_all[held_rows])
+                loss = float(probe_loss(kind, out, y_all[held_rows]))
+                if kind is TaskKind.CLASSIFICATION:  # errors decide, the loss breaks ties
+                    loss = float((out.argmax(-1) != y_all[held_rows]).float().mean()) + 1e-4 * min(loss, 100.0)
+                losses[j] += loss * len(held_rows)
+    return config.weight_decays[int(np.argmin(losses + 1e-12 * np.arange(len(losses))))]
 
 
 def _unit_layer_average(x_train: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
