@@ -64,3 +64,28 @@ def test_linear_probe_reaches_known_optimum_and_the_sklearn_reference(seed):
     # early stopping, the probe before this test, stayed 0.1 below it)
     assert probe >= optimum - 0.03, (probe, optimum)
     assert probe >= ref - 0.015, (probe, ref)
+
+
+@pytest.mark.slow
+def test_small_set_chooses_weight_decay_by_cross_validation_and_matches_the_reference():
+    """400 training rows (cross-validated weight decay): still no worse than the reference."""
+    x_train, y_train, x_test, y_test, optimum = _problem(3, n_train=400, n_test=4000, classes=4, dim=12)
+    n_dev = 80
+    x_fit, y_fit, x_dev, y_dev = x_train[:-n_dev], y_train[:-n_dev], x_train[-n_dev:], y_train[-n_dev:]
+    calls = []
+
+    def dev_score(outputs):
+        calls.append(1)
+        return accuracy(y_dev, outputs.argmax(-1))
+
+    model, _ = train_utterance_probe(TaskKind.CLASSIFICATION, [0], x_fit[:, None], y_fit, x_dev[:, None], dev_score,
+                                     4, ProbeConfig(probe="linear"), 0, y_dev=y_dev)
+    assert not calls  # the decay came from cross-validation, not from the one dev part
+    assert model.selected_weight_decay in ProbeConfig().weight_decays
+    with torch.no_grad():
+        probe = accuracy(y_test, model(torch.from_numpy(x_test[:, None])).numpy().argmax(-1))
+    reference = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 3, 13), cv=5, max_iter=5000))
+    reference.fit(x_train, y_train)
+    ref = accuracy(y_test, reference.predict(x_test))
+    assert probe >= ref - 0.015, (probe, ref)
+    assert probe >= optimum - 0.05, (probe, optimum)
