@@ -5,8 +5,8 @@ For each real set in the shared data folder (FSDD digits, FSDD speakers, Sonic P
 families), MFCC features (``mfcc`` upstream, pooled ``mean`` and ``mean+std``) are split by the
 runner's own protocol (``fewshot.make_folds``). On every fold:
 
-- the toolkit's ``linear`` probe (``probe_runner.fit_and_score``: trains on the training
-  part, selects on the dev part), over ``--seeds`` seeds;
+- the toolkit's ``linear`` probe (``probe_runner.fit_and_score``: weight decay chosen on the
+  dev part, or by cross-validation on train + dev for small sets), over ``--seeds`` seeds;
 - the reference: ``StandardScaler`` + ``LogisticRegression`` (lbfgs), C chosen by 5-fold
   cross-validation on the same training and dev parts together (``LogisticRegressionCV``),
   deterministic.
@@ -153,7 +153,9 @@ def markdown(rows: list[dict], seeds: int, seconds: float, command: str) -> str:
         "",
         "Features: the `mfcc` upstream (one layer), pooled per utterance as stated. Split: the runner's "
         "protocol for the set (column *protocol*). **probe**: the toolkit's `linear` probe "
-        f"(trained on the training part, selected on the dev part), mean accuracy over {seeds} seeds "
+        "(full-batch L-BFGS; weight decay chosen on the dev part, or by 5-fold cross-validation on "
+        "train + dev for sets of at most 1000 rows, then refitted on train + dev; docs/downstreams.md), "
+        f"mean accuracy over {seeds} seeds "
         "± its standard error. **reference**: `StandardScaler` + `LogisticRegressionCV` (lbfgs, C from "
         "13 values in [1e-3, 1e3] by 5-fold CV) fitted on the training and dev parts together, "
         "deterministic. Both are scored on the same test items; accuracy is the mean over folds. "
