@@ -2,8 +2,8 @@
 
 One run evaluates one upstream on one task for a list of shot counts. Features come from the
 shared cache (``feature_cache``), folds and few-shot subsets depend only on the data and the
-seed (``fewshot``), probes are trained by ``probes``; this module wires them together and
-writes the result files.
+seed (``fewshot``), probes are trained fold by fold by ``probe_runner``; this module wires
+them together and writes the result files.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
 
 from .errors import AudioEmbedError
 from . import __version__
 from .extraction import resolve_layers
 from .feature_cache import cached_features
-from .fewshot import draw_subset, make_folds
-from .metrics import summarize
-from .probes import CTC_HEADS, PROBES, ProbeConfig, as_targets, centroid_scores, probe_loss, decode_ctc, train_ctc_probe, train_utterance_probe
+from .fewshot import FoldError, draw_subset, make_folds
+from .metrics import summarize_metric
+from .probe_runner import (EncodedTargets, drop_non_finite, fit_and_score, per_item_predictions, run_fold_loop,
+                           seed_warning, split_warnings)
+from .probes import CTC_HEADS, PROBES, ProbeConfig
 from .registry import get_registry, load_upstream
 from .tasks import Example, Task, TaskKind
 from .threads import choose_probe_threads, compute_threads
+
+#: how utterance probes pool each layer's frames: the mean, or mean and standard deviation
+#: concatenated (twice the width; the usual baseline for MFCC-like features)
+UTTERANCE_POOLINGS = ("mean", "mean+std")
 
 
 class DownstreamError(AudioEmbedError, RuntimeError):
@@ -50,6 +54,10 @@ class DownstreamConfig:
     ctc_head: str = "lstm"
     layers: str = "all"
     folds: int = 5
+    #: pooling of utterance features (UTTERANCE_POOLINGS); CTC tasks use frames
+    pool: str = "mean"
+    #: manifest column holding the dataset's own folds (test on each value in turn)
+    fold_column: str | None = None
     layer_norm: bool = False
     max_epochs: int = 200
     #: chunk length for chunk-level training; None = the task's default, 0 = whole clips
@@ -63,6 +71,8 @@ class DownstreamConfig:
             raise DownstreamError(f"--probe must be one of {PROBES}, got '{self.probe}'")
         if self.ctc_head not in CTC_HEADS:
             raise DownstreamError(f"--ctc-head must be one of {CTC_HEADS}, got '{self.ctc_head}'")
+        if self.pool not in UTTERANCE_POOLINGS:
+            raise DownstreamError(f"--pool must be one of {UTTERANCE_POOLINGS}, got '{self.pool}'")
 
 
 def parse_shots(text: str) -> tuple[int | None, ...]:
@@ -87,46 +97,20 @@ def _log(message: str) -> None:
     print(f"audioembed: {message}", file=sys.stderr)
 
 
-class _Encoded:
-    """Targets of the kept examples in the form the probes and metrics need."""
-
-    def __init__(self, task: Task, examples: Sequence[Example], labels: list[str] | None):
-        self.kind = task.kind
-        self.labels = labels
-        targets = [e.target for e in examples]
-        self.targets = targets
-        if self.kind is TaskKind.CLASSIFICATION:
-            index = {lab: i for i, lab in enumerate(labels)}
-            self.y = np.array([index[t] for t in targets])
-            self.outputs = len(labels)
-        elif self.kind is TaskKind.MULTILABEL:
-            index = {lab: i for i, lab in enumerate(labels)}
-            self.y = np.zeros((len(targets), len(labels)), dtype=np.float32)
-            for row, tags in enumerate(targets):
-                for tag in tags:
-                    self.y[row, index[tag]] = 1.0
-            self.outputs = len(labels)
-        elif self.kind is TaskKind.REGRESSION:
-            self.y = np.array(targets, dtype=np.float32)
-            self.outputs = 1
+def _apply_fold_column(examples: list, column: str) -> tuple[list, list[str]]:
+    """Examples with ``fold`` read from the manifest column ``column``; rows without a value are problems."""
+    if not any(column in e.metadata for e in examples):
+        known = sorted({k for e in examples for k in e.metadata})
+        raise DownstreamError(f"--fold-column {column}: the data has no such column "
+                              f"(columns: {', '.join(known) or 'none: not a manifest'})")
+    kept, problems = [], []
+    for e in examples:
+        value = str(e.metadata.get(column, "") or "").strip()
+        if value:
+            kept.append(replace(e, fold=value))
         else:
-            self.y = None
-            self.outputs = 0
-
-    def decode(self, outputs: np.ndarray) -> tuple[list, np.ndarray | None]:
-        """Probe outputs -> (predictions in target form, per-class scores)."""
-        if self.kind is TaskKind.CLASSIFICATION:
-            scores = torch.from_numpy(outputs).float().softmax(-1).numpy()
-            return [self.labels[i] for i in outputs.argmax(-1)], scores
-        if self.kind is TaskKind.MULTILABEL:
-            scores = 1.0 / (1.0 + np.exp(-outputs))
-            return [tuple(self.labels[j] for j in np.flatnonzero(row >= 0.5)) for row in scores], scores
-        return [float(v) for v in outputs.reshape(-1)], None
-
-
-def _score(task: Task, metrics: dict) -> float:
-    value = metrics[task.primary_metric]
-    return -value if task.primary_metric in task.lower_is_better else value
+            problems.append(f"{e.id}: empty fold column '{column}'; left out")
+    return kept, problems
 
 
 def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: bool = True, threads: int | None = None) -> dict:
@@ -142,11 +126,18 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
         task: Task = get_registry().task_spec(config.task).build()
     except KeyError as exc:
         raise DownstreamError(str(exc.args[0])) from None
-    if config.probe == "centroid" and task.kind is not TaskKind.CLASSIFICATION:
-        raise DownstreamError(f"the centroid probe needs a classification task; '{task.name}' is {task.kind.value}")
+    if config.probe in ("centroid", "knn") and task.kind is not TaskKind.CLASSIFICATION:
+        raise DownstreamError(f"the {config.probe} probe needs a classification task; '{task.name}' is {task.kind.value}")
     options = task.resolve_options(config.task_options)
     data = task.load(Path(config.data).expanduser().resolve(), options)
-    for problem in data.problems:
+    problems = list(data.problems)
+    examples = list(data.examples)
+    fold_column = data.fold_column
+    if config.fold_column:
+        examples, fold_problems = _apply_fold_column(examples, config.fold_column)
+        problems += fold_problems
+        fold_column = config.fold_column
+    for problem in problems:
         _log(f"skipping {problem}")
     timings["load_data"] = time.monotonic() - started
 
@@ -157,12 +148,15 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
     if task.kind is TaskKind.CTC:
         pooling, window = "none", 30.0
     elif chunk:
+        if config.pool != "mean":
+            raise DownstreamError(f"--pool {config.pool} is for whole utterances; '{task.name}' trains on "
+                                  f"{chunk:g} s chunks (mean-pooled): add --chunk-seconds 0 to pool whole clips")
         pooling, window = "chunks", float(chunk)
     else:
-        pooling, window = "mean", 30.0
+        pooling, window = config.pool, 30.0
     reader, keys, extraction = cached_features(
         upstream,
-        [e.path for e in data.examples],
+        [e.path for e in examples],
         pooling=pooling,
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
         dtype="float16" if pooling == "none" else "float32",
@@ -172,20 +166,35 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
         threads=threads,
     )
     timings["features"] = time.monotonic() - t0
-    problems = list(data.problems) + list(extraction.failed.values())
+    problems += list(extraction.failed.values())
     with reader:
-        examples = [e for e in data.examples if keys[e.path] in reader]
+        examples = [e for e in examples if keys[e.path] in reader]
         # (L, T, D) frames for CTC; (L, rows, D) otherwise, one row per chunk (1 when pooled)
         feats = [np.stack([np.atleast_2d(reader.get(keys[e.path], layer)) for layer in layers]) for e in examples]
+    finite, non_finite = drop_non_finite([e.id for e in examples], feats)
+    for problem in non_finite:
+        _log(f"skipping {problem}")
+    problems += non_finite
+    examples, feats = [examples[i] for i in finite], [feats[i] for i in finite]
     if not examples:
         raise DownstreamError(f"no example of {config.data} could be used (see the messages above)")
     labels = data.labels
     if task.kind is TaskKind.CLASSIFICATION and labels is None:
         labels = sorted({e.target for e in examples})
-    encoded = _Encoded(task, examples, labels)
-    folds = make_folds(examples, task.kind, config.folds, seed=0)
+    encoded = EncodedTargets(task.kind, [e.target for e in examples], labels)
+    try:
+        plan = make_folds(examples, task.kind, config.folds, seed=0, fold_column=fold_column)
+    except FoldError as exc:
+        raise DownstreamError(f"{config.data}: {exc}") from None
+    folds = plan.folds
+    _log(f"protocol: {plan.protocol}; {len(folds)} fold(s), pooling {_pooling_label(task, pooling)}")
+    warnings = split_warnings(task.kind, folds, encoded.targets)
+    if seed_warning(config.seeds):
+        warnings.append(seed_warning(config.seeds))
     probe_config = ProbeConfig(probe=config.probe, layer_norm=config.layer_norm, max_epochs=config.max_epochs,
                                ctc_head=config.ctc_head)
+    ids = [e.id for e in examples]
+
 
     t0 = time.monotonic()
     results_by_shots = {}
@@ -201,36 +210,38 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
                 notes.append(note)
                 _log(note)
             for seed in range(config.seeds):
-                fold_metrics, weights, subsets, epochs = [], [], {}, []
-                for fold_index, fold in enumerate(folds):
-                    subset = draw_subset(examples, fold.train, task.kind, shots, seed=seed * 1000 + fold_index)
-                    subsets[fold.name] = [examples[i].id for i in subset]
-                    bar.set_postfix_str(f"shots={shots_label(shots)} seed={seed} {fold.name}", refresh=False)
-                    metrics, layer_weights, epoch = _fit_and_score(
-                        task, encoded, feats, layers, subset, fold.dev, fold.test, probe_config, seed
-                    )
+                def subset_of(fold, index, seed=seed, shots=shots):
+                    return draw_subset(examples, fold.train, task.kind, shots, seed=seed * 1000 + index)
+
+                def fit(train, dev, test, index, seed=seed, shots=shots):
+                    bar.set_postfix_str(f"shots={shots_label(shots)} seed={seed} {folds[index].name}", refresh=False)
+                    outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config, seed)
                     bar.update(1)
-                    fold_metrics.append(metrics)
-                    if layer_weights is not None:
-                        weights.append(layer_weights)
-                    epochs.append(epoch)
-                names = fold_metrics[0].keys()
+                    return outcome
+
+                run = run_fold_loop(folds, seed, subset_of, fit)
+                subsets = {name: [ids[i] for i in subset] for name, subset in run.subsets.items()}
+                weights = [o.layer_weights for o in run.outcomes if o.layer_weights is not None]
                 per_seed.append(
                     {
                         "seed": seed,
-                        "metrics": {m: float(np.mean([fm[m] for fm in fold_metrics])) for m in names},
-                        "per_fold": fold_metrics,
+                        "metrics": run.mean_metrics(),
+                        "per_fold": [o.metrics for o in run.outcomes],
                         "layer_weights": np.mean(weights, axis=0).tolist() if weights else None,
-                        "best_epochs": epochs,
+                        "best_epochs": [o.epoch for o in run.outcomes],
+                        "weight_decays": [o.weight_decay for o in run.outcomes],
                         "subset_ids": subsets,
-                        "train_size": {name: len(ids) for name, ids in subsets.items()},
+                        "train_size": {name: len(s) for name, s in subsets.items()},
+                        "test_items": per_item_predictions(folds, run, ids, encoded.targets),
                     }
                 )
-            summary = {m: summarize([s["metrics"][m] for s in per_seed]).as_dict() for m in per_seed[0]["metrics"]}
+            summary = {m: summarize_metric(m, [s["metrics"][m] for s in per_seed]).as_dict() for m in per_seed[0]["metrics"]}
             results_by_shots[shots_label(shots)] = {"summary": summary, "per_seed": per_seed}
             _log(f"{task.name} / {upstream.name} / shots={shots_label(shots)}: "
                  + ", ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}" for m, v in summary.items()))
     bar.close()
+    for warning in warnings:
+        _log(f"warning: {warning}")
     timings["probes"] = time.monotonic() - t0
     timings["total"] = time.monotonic() - started
 
@@ -244,6 +255,7 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
         "model": upstream.source,
         "weights_hash": upstream.weights_hash(),
         "config": {**asdict(config), "shots": [shots_label(s) for s in config.shots], "task_options": options},
+        "protocol": {"split": plan.protocol, "folds": len(folds), "pooling": _pooling_label(task, pooling)},
         "layers": layers,
         "labels": labels,
         "data": {
@@ -254,6 +266,7 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
             "features_extracted": extraction.extracted,
             "features_from_cache": extraction.skipped_done,
         },
+        "warnings": warnings,
         "results": results_by_shots,
         "notes": notes,
         "timings": timings,
@@ -289,61 +302,18 @@ def short_classes(examples: Sequence[Example], folds, kind: TaskKind, shots: int
     return short
 
 
-def _fit_and_score(task, encoded: _Encoded, feats, layers, train, dev, test, config: ProbeConfig, seed: int):
-    """Train on ``train``, early-stop on ``dev``, score on ``test``; returns metrics, weights, epoch."""
-    test_targets = [encoded.targets[i] for i in test]
-    dev_targets = [encoded.targets[i] for i in dev]
+def _pooling_label(task: Task, pooling: str) -> str:
+    """The pooling as reported: "mean", "mean+std", "chunks of 10 s (mean)" or "frames"."""
     if task.kind is TaskKind.CTC:
-        def dev_score(texts):
-            # Early stopping on CER when the task has it: while most words are still wrong a
-            # probe's WER sits near 1 and cannot tell its epochs apart; CER can.
-            metrics = task.metrics(dev_targets, texts, None, None)
-            return -metrics["cer"] if "cer" in metrics else _score(task, metrics)
-
-        model, vocab, epoch = train_ctc_probe(
-            layers, [feats[i] for i in train], [encoded.targets[i] for i in train], [feats[i] for i in dev],
-            dev_score, config, seed,
-        )
-        texts = decode_ctc(model, vocab, [feats[i] for i in test])
-        return task.metrics(test_targets, texts, None, None), model.featurizer.layer_weights(), epoch
-
-    x_train, owner_train = _rows(feats, train)
-    x_dev, owner_dev = _rows(feats, dev)
-    x_test, owner_test = _rows(feats, test)
-    if config.probe == "centroid":
-        sims = centroid_scores(x_train, encoded.y[train][owner_train], x_test, encoded.outputs)
-        clip = _per_clip(np.where(np.isfinite(sims), sims * 10.0, -1e9), owner_test, len(test))
-        preds, scores = encoded.decode(clip)
-        return task.metrics(test_targets, preds, scores, encoded.labels), None, 0
-
-    def dev_score(outputs):
-        clip = _per_clip(outputs, owner_dev, len(dev))
-        preds, scores = encoded.decode(clip)
-        try:
-            return _score(task, task.metrics(dev_targets, preds, scores, encoded.labels))
-        except ValueError:  # a metric undefined on a tiny dev set: fall back to the dev loss
-            y_dev = as_targets(task.kind, encoded.y[dev])
-            return -float(probe_loss(task.kind, torch.from_numpy(clip), y_dev))
-
-    model, epoch = train_utterance_probe(
-        task.kind, layers, x_train, encoded.y[train][owner_train], x_dev, dev_score, encoded.outputs, config, seed
-    )
-    with torch.no_grad():
-        outputs = model(torch.from_numpy(x_test)).numpy()
-    preds, scores = encoded.decode(_per_clip(outputs, owner_test, len(test)))
-    return task.metrics(test_targets, preds, scores, encoded.labels), model.featurizer.layer_weights(), epoch
+        return "frames"
+    if pooling == "chunks":
+        return "chunks (mean)"
+    return pooling
 
 
-def _rows(feats: Sequence[np.ndarray], index: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows ``(R, L, D)`` of the examples in ``index`` (one per chunk) and each row's example."""
-    x = np.concatenate([feats[i].transpose(1, 0, 2) for i in index]).astype(np.float32)
-    owner = np.concatenate([np.full(feats[i].shape[1], j) for j, i in enumerate(index)])
-    return x, owner
-
-
-def _per_clip(outputs: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
-    """Clip-level outputs: the mean of its chunks' outputs (logits)."""
-    return np.stack([outputs[owner == j].mean(axis=0) for j in range(count)])
+def pooling_of(result: dict) -> str:
+    """The pooling a result was computed with (files from before pooling was recorded: mean)."""
+    return result.get("protocol", {}).get("pooling") or ("frames" if result["task_kind"] == TaskKind.CTC.value else "mean")
 
 
 def probe_name(result: dict) -> str:
@@ -355,6 +325,8 @@ def probe_name(result: dict) -> str:
 
 def result_stem(result: dict) -> str:
     parts = [result["task"], result["upstream"], result["weights_hash"][:8], probe_name(result)]
+    if pooling_of(result) == "mean+std":
+        parts.append("meanstd")
     return "_".join("".join(c if c.isalnum() or c in "-." else "-" for c in p) for p in parts)
 
 
@@ -367,14 +339,25 @@ def markdown_table(result: dict) -> str:
         f"{result['data']['examples']} examples, {len(result['data']['folds'])} fold(s), "
         f"{result['config']['seeds']} seed(s); mean ± std [95% CI]",
         "",
+        f"protocol: {result.get('protocol', {}).get('split', 'not recorded')}; pooling: {pooling_of(result)}",
+        "",
         "| shots | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
     for shots, block in result["results"].items():
-        cells = [f"{s['mean']:.4f} ± {s['std']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"
-                 for s in (block["summary"][m] for m in metrics)]
+        cells = [f"{s['mean']:.4f} ± {s['std']:.4f} {_interval(s)}" for s in (block["summary"][m] for m in metrics)]
         lines.append(f"| {shots} | " + " | ".join(cells) + " |")
+    warnings = result.get("warnings") or []
+    if warnings:
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def _interval(summary: dict) -> str:
+    if summary.get("ci_low") is None:
+        return "[CI not computable]"
+    clipped = "*" if summary.get("ci_note") else ""
+    return f"[{summary['ci_low']:.4f}, {summary['ci_high']:.4f}]{clipped}"
 
 
 def write_result(result: dict, output_dir: Path) -> Path:

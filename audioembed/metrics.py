@@ -24,16 +24,21 @@ from sklearn.utils.multiclass import unique_labels
 
 __all__ = [
     "KEY_LABELS",
+    "METRIC_RANGES",
+    "PairedDifference",
     "Summary",
     "accuracy",
     "char_error_rate",
     "macro_average_precision",
     "macro_f1",
     "macro_roc_auc",
+    "mcnemar_exact",
+    "paired_bootstrap",
     "mirex_key_score",
     "normalize_key",
     "regression_metrics",
     "summarize",
+    "summarize_metric",
     "unweighted_average_recall",
     "word_error_rate",
 ]
@@ -272,26 +277,46 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
 # --------------------------------------------------------------------------- summaries over seeds
 
 
+#: the values each metric can take; confidence intervals are clipped to them (a t interval
+#: from two seeds near 1.0 would otherwise claim an accuracy above 1)
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, 1.0) for name in ("accuracy", "macro_f1", "uar", "roc_auc", "pr_auc", "map", "mirex")},
+    "wer": (0.0, math.inf),
+    "cer": (0.0, math.inf),
+    "mae": (0.0, math.inf),
+    "r2": (-math.inf, 1.0),
+    "pearson": (-1.0, 1.0),
+}
+
+
 @dataclass(frozen=True)
 class Summary:
-    """Mean of repeated runs (seeds, folds) with spread and a Student-t confidence interval."""
+    """Mean of repeated runs (seeds, folds) with spread and a Student-t confidence interval.
+
+    ``ci_low``/``ci_high`` are None when no interval can be computed (a single run);
+    ``ci_note`` then says why, and says so too when the interval was clipped to the range.
+    """
 
     mean: float
     std: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
     n: int
+    ci_note: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> Summary:
     """Summarise a metric over runs: mean, sample std (ddof=1) and a two-sided t interval.
 
     A Student-t interval (``scipy.stats.t``, n-1 degrees of freedom) because the number of
-    seeds is small and the spread is estimated from the same runs. With a single run (or no
-    spread) the std is 0 and the interval collapses to the mean rather than being undefined.
+    seeds is small and the spread is estimated from the same runs; it is clipped to
+    ``bounds`` (the metric's range, :data:`METRIC_RANGES`). With a single run there is no
+    spread to estimate: std is 0 and the interval is None ("not computable"). Runs that agree
+    exactly give a zero-width interval.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -302,8 +327,82 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if not np.isfinite(array).all():
         raise ValueError("values must be finite")
     mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else 0.0
+    if n == 1:
+        return Summary(mean=mean, std=0.0, ci_low=None, ci_high=None, n=1,
+                       ci_note="not computable from a single run")
+    std = float(array.std(ddof=1))
     if std == 0.0:
         return Summary(mean=mean, std=std, ci_low=mean, ci_high=mean, n=n)
     low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / math.sqrt(n))
-    return Summary(mean=mean, std=std, ci_low=float(low), ci_high=float(high), n=n)
+    lo, hi = bounds
+    note = ""
+    if low < lo or high > hi:
+        low, high = max(low, lo), min(high, hi)
+        note = f"clipped to the metric's range [{lo:g}, {hi:g}]"
+    return Summary(mean=mean, std=std, ci_low=float(low), ci_high=float(high), n=n, ci_note=note)
+
+
+def summarize_metric(name: str, values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """:func:`summarize` with the interval kept inside ``name``'s range (unknown names: unbounded)."""
+    return summarize(values, confidence, METRIC_RANGES.get(name, (-math.inf, math.inf)))
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean per-item difference a - b over the same test items, with a paired bootstrap interval."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    items: int
+    #: exact McNemar p-value on the discordant items (one seed, 0/1 scores), else None
+    mcnemar_p: float | None = None
+
+    @property
+    def tied(self) -> bool:
+        """True when the interval of the difference contains 0 (the two are within noise)."""
+        return self.ci_low <= 0.0 <= self.ci_high
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tied": self.tied}
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = 2000,
+                     confidence: float = 0.95) -> PairedDifference:
+    """Paired bootstrap of the mean difference between two systems scored on the same items.
+
+    ``a`` and ``b`` are ``(seeds, items)`` (or ``(items,)``) per-item scores, e.g. 0/1
+    correctness, column j being the same test item for both and row s the same seed (same
+    few-shot subset). Items are resampled with replacement (all seeds of an item move
+    together, since they share the item's difficulty); the statistic is the difference of the
+    means over seeds and items. The interval is the percentile interval; seeded, so a report
+    is reproducible. With a single seed and 0/1 scores the exact McNemar test is added.
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    b = np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same shape, got {a.shape} and {b.shape}")
+    if a.shape[1] == 0:
+        raise ValueError("no paired items")
+    per_item = (a - b).mean(axis=0)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, per_item.size, size=(resamples, per_item.size))
+    means = per_item[draws].mean(axis=1)
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    p = None
+    if a.shape[0] == 1 and np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
+        p = mcnemar_exact(a[0].astype(int), b[0].astype(int))
+    return PairedDifference(float(per_item.mean()), float(low), float(high), int(per_item.size), p)
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value: a binomial test on the items exactly one system got right."""
+    a_only = int(np.sum((a_correct == 1) & (b_correct == 0)))
+    b_only = int(np.sum((a_correct == 0) & (b_correct == 1)))
+    if a_only + b_only == 0:
+        return 1.0
+    return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)

@@ -6,6 +6,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
+from .metrics import paired_bootstrap
+
+#: seed of the paired bootstrap, so that a report is reproducible
+BOOTSTRAP_SEED = 0
+
 
 def load_results(folder: str | Path) -> list[dict]:
     results = []
@@ -46,26 +53,133 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pooling_of(result: dict) -> str:
+    """The pooling of a result (files written before pooling was recorded used the mean)."""
+    recorded = (result.get("protocol") or {}).get("pooling")
+    if recorded:
+        return recorded
+    return "frames" if result.get("task_kind") == "ctc" else "mean"
+
+
+def _correct_matrix(block: dict) -> dict[tuple[int, str], int] | None:
+    """``(seed, test item id) -> 0/1`` of one shot setting, or None when the file has no per-item data."""
+    out = {}
+    for run in block.get("per_seed", []):
+        items = run.get("test_items")
+        if not items or "correct" not in items:
+            return None
+        for item, hit in zip(items["ids"], items["correct"]):
+            out[(run["seed"], item)] = int(hit)
+    return out or None
+
+
+def compare_to_best(task: str, entries: dict[str, tuple[dict, dict]]) -> tuple[str | None, dict[str, dict]]:
+    """Paired comparison of every upstream with the best one on ``task`` (one shot setting, one pooling).
+
+    ``entries`` maps column -> (result, block). The best column has the highest mean primary
+    metric (lowest when lower is better). Each other column is compared with it on the same
+    (seed, test item) pairs through a paired bootstrap of per-item exact-match correctness
+    (``metrics.paired_bootstrap``, with McNemar's exact test when there is one seed); the
+    answer says why when no test is possible (not classification, different protocols, no
+    per-item predictions in the file, no common items).
+    """
+    def mean(column):
+        result, block = entries[column]
+        value = block["summary"][result["primary_metric"]]["mean"]
+        return -value if result["primary_metric"] in result.get("lower_is_better", []) else value
+
+    best = max(sorted(entries), key=mean)
+    best_result, best_block = entries[best]
+    out: dict[str, dict] = {}
+    for column in sorted(entries):
+        if column == best:
+            continue
+        result, block = entries[column]
+        if result.get("task_kind") != "classification":
+            out[column] = {"note": "no paired test (not a classification task)"}
+            continue
+        protocols = {(r.get("protocol") or {}).get("split") for r in (result, best_result)}
+        if len(protocols) != 1:
+            out[column] = {"note": "no paired test (different split protocols)"}
+            continue
+        a, b = _correct_matrix(best_block), _correct_matrix(block)
+        if a is None or b is None:
+            out[column] = {"note": "no paired test (a result file without per-item predictions)"}
+            continue
+        common = sorted(set(a) & set(b))
+        if not common:
+            out[column] = {"note": "no paired test (no common test items)"}
+            continue
+        seeds = sorted({seed for seed, _ in common})
+        ids = sorted({item for seed, item in common if all((s_, item) in a and (s_, item) in b for s_ in seeds)})
+        if not ids:
+            out[column] = {"note": "no paired test (no test item common to every seed)"}
+            continue
+        matrix_a = np.array([[a[(s_, i)] for i in ids] for s_ in seeds])
+        matrix_b = np.array([[b[(s_, i)] for i in ids] for s_ in seeds])
+        out[column] = paired_bootstrap(matrix_b, matrix_a, seed=BOOTSTRAP_SEED).as_dict() | {"seeds": len(seeds)}
+    return best, out
+
+
 def _dataset_tables(results: list[dict]) -> str:
+    """One dataset's tables, one per shot setting and pooling: rows = tasks (primary metric), columns = upstreams.
+
+    Upstreams are only compared under the same pooling: a table never mixes mean-pooled and
+    mean+std-pooled runs (frame-level tasks such as ASR have their own "frames" table). In
+    each row the best upstream is in bold and those within noise of it (paired bootstrap
+    interval of the difference containing 0) are marked with "≈"; the differences follow
+    each table.
+    """
     columns = sorted({_column(r) for r in results})
-    by_shots: dict[str, dict[tuple[str, str], dict]] = defaultdict(dict)
+    by_table: dict[tuple[str, str], dict[tuple[str, str], tuple[dict, dict]]] = defaultdict(dict)
     metric_of: dict[str, str] = {}
+    protocol_of: dict[tuple[str, str], set] = defaultdict(set)
     for r in results:
         metric_of[r["task"]] = r["primary_metric"] + (" (lower is better)" if r["primary_metric"] in r.get("lower_is_better", []) else "")
+        pooling = pooling_of(r)
+        protocol_of[(r["task"], pooling)].add((r.get("protocol") or {}).get("split", "not recorded"))
         for shots, block in r["results"].items():
-            by_shots[shots][(r["task"], _column(r))] = block["summary"][r["primary_metric"]]
+            by_table[(shots, pooling)][(r["task"], _column(r))] = (r, block)
     lines = []
-    for shots in sorted(by_shots, key=_shots_order):
-        cells = by_shots[shots]
-        lines += [f"### shots per class: {shots}", "", "| task | metric | " + " | ".join(columns) + " |",
-                  "|---|---|" + "---|" * len(columns)]
+    for shots, pooling in sorted(by_table, key=lambda key: (_shots_order(key[0]), key[1])):
+        cells = by_table[(shots, pooling)]
+        used = [c for c in columns if any(col == c for _, col in cells)]
+        lines += [f"### shots per class: {shots}, pooling: {pooling}", "",
+                  "| task | metric | protocol | " + " | ".join(used) + " |",
+                  "|---|---|---|" + "---|" * len(used)]
+        notes = []
         for task in sorted({t for t, _ in cells}):
+            entries = {col: cells[(task, col)] for col in used if (task, col) in cells}
+            best, compared = compare_to_best(task, entries) if len(entries) > 1 else (None, {})
             row = []
-            for col in columns:
-                s = cells.get((task, col))
-                row.append(f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})" if s else "-")
-            lines.append(f"| {task} | {metric_of[task]} | " + " | ".join(row) + " |")
+            for col in used:
+                if (task, col) not in cells:
+                    row.append("-")
+                    continue
+                result, block = cells[(task, col)]
+                s = block["summary"][result["primary_metric"]]
+                text = f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})"
+                if col == best:
+                    text = f"**{text}**"
+                elif compared.get(col, {}).get("tied"):
+                    text = f"≈ {text}"
+                row.append(text)
+            protocol = "; ".join(sorted(protocol_of[(task, pooling)]))
+            lines.append(f"| {task} | {metric_of[task]} | {protocol} | " + " | ".join(row) + " |")
+            for col, c in compared.items():
+                if "note" in c:
+                    notes.append(f"- {task}: {col} vs {best}: {c['note']}")
+                    continue
+                verdict = "within noise" if c["tied"] else "different"
+                mcnemar = f", McNemar p = {c['mcnemar_p']:.3g}" if c.get("mcnemar_p") is not None else ""
+                notes.append(f"- {task}: {col} − {best} = {c['difference']:+.4f} accuracy "
+                             f"[95% CI {c['ci_low']:+.4f}, {c['ci_high']:+.4f}] over {c['items']} items x "
+                             f"{c['seeds']} seed(s){mcnemar}: {verdict}")
         lines.append("")
+        if notes:
+            lines += ["Paired comparisons with the best upstream (bold) of each task: per-item exact-match "
+                      f"accuracy on the same test items and seeds, paired bootstrap (2000 resamples, seed "
+                      f"{BOOTSTRAP_SEED}); ≈ marks an upstream whose interval contains 0.", ""] + notes + [""]
     return "\n".join(lines)
 
 
@@ -108,8 +222,10 @@ def plot_fewshot_curves(results: list[dict], task: str, path: Path, *, label=Non
         labels = sorted(r["results"], key=_shots_order)
         summaries = [r["results"][s]["summary"][r["primary_metric"]] for s in labels]
         xs = list(range(len(labels)))
-        ax.errorbar(xs, [s["mean"] for s in summaries],
-                    yerr=[[s["mean"] - s["ci_low"] for s in summaries], [s["ci_high"] - s["mean"] for s in summaries]],
+        # no bar where no interval is computable (a single seed)
+        low = [s["mean"] - s["ci_low"] if s.get("ci_low") is not None else 0.0 for s in summaries]
+        high = [s["ci_high"] - s["mean"] if s.get("ci_high") is not None else 0.0 for s in summaries]
+        ax.errorbar(xs, [s["mean"] for s in summaries], yerr=[low, high],
                     marker="o", capsize=3, label=label(r))
         ax.set_xticks(xs, labels)
     ax.set_xlabel("shots per class")

@@ -45,6 +45,9 @@ class Example:
     split: str | None = None
     #: speaker (or other grouping) for group-independent folds; None when unknown
     group: str | None = None
+    #: the dataset's own cross-validation fold (ESC-50's ``fold``, ...); when any example has
+    #: one, the runner tests on each fold in turn instead of drawing its own folds
+    fold: str | None = None
     metadata: dict = field(default_factory=dict, compare=False)
 
 
@@ -55,6 +58,9 @@ class TaskData:
     problems: list[str] = field(default_factory=list)
     #: label vocabulary in a fixed order (classification and multi-label)
     labels: list[str] | None = None
+    #: where ``Example.fold`` came from when the loader set it (e.g. "fold" of ESC-50's meta
+    #: file); recorded in the result's protocol
+    fold_column: str | None = None
 
 
 @dataclass(frozen=True)

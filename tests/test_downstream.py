@@ -124,7 +124,7 @@ def test_multilabel_greedy_cover_and_group_folds():
     assert all(c >= 2 for c in counts.values()), counts
     assert draw_subset(ex, range(len(ex)), TaskKind.MULTILABEL, 2, seed=0) == subset
     cls = [Example(id=f"y{i}", path=f"/y{i}", target="ab"[i % 2], group=f"s{i % 6}") for i in range(24)]
-    for fold in make_folds(cls, TaskKind.CLASSIFICATION, num_folds=3):
+    for fold in make_folds(cls, TaskKind.CLASSIFICATION, num_folds=3).folds:
         train_groups = {cls[i].group for i in fold.train}
         assert not train_groups & {cls[i].group for i in fold.test}
         assert not set(fold.train) & set(fold.test) and not set(fold.dev) & set(fold.test)

@@ -19,10 +19,10 @@ import audio_gen
 from audioembed import TaskSpec
 from audioembed.metrics import KEY_LABELS
 from audioembed.tasks import Task, TaskDataError, TaskKind
-from audioembed_downstreams import asr, classify, emotion, music
+from audioembed_downstreams import asr, classify, emotion, music, sound_events
 
-MODULES = {"classify": classify, "asr": asr, "emotion": emotion, "music": music}
-TASK_NAMES = {"classify", "speaker_id", "asr", "emotion", "genre", "key", "tagging"}
+MODULES = {"classify": classify, "asr": asr, "emotion": emotion, "music": music, "sound_events": sound_events}
+TASK_NAMES = {"classify", "speaker_id", "asr", "emotion", "genre", "key", "tagging", "sound_events"}
 
 
 def wav(path: Path, seed: int = 0) -> Path:
@@ -548,3 +548,43 @@ def test_tagging_metrics():
     assert m["pr_auc"] == pytest.approx(want_ap)
     with pytest.raises(ValueError):
         t.metrics([("rock",)], [("rock",)], np.array([[0.5, 0.5, 0.5]]), labels)  # nothing scorable
+
+
+# --------------------------------------------------------------------------- sound_events (official folds)
+
+
+def test_esc50_loader_sets_official_folds_and_esc10_subset(tmp_path: Path):
+    root = tmp_path / "ESC-50"
+    rows = []
+    for i in range(6):
+        name = f"{i % 3 + 1}-{100 + i}-A-0.wav"
+        wav(root / "audio" / name, seed=i)
+        rows.append([name, str(i % 3 + 1), str(i % 2), "dog" if i % 2 == 0 else "rain", "True" if i < 4 else "False",
+                     str(100 + i // 2), "A"])
+    rows.append(["missing.wav", "1", "0", "dog", "True", "999", "A"])
+    write_csv(root / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10", "src_file", "take"], rows)
+    data = load("sound_events", root)
+    assert len(data.examples) == 6 and data.fold_column == "fold of esc50.csv"
+    assert {e.fold for e in data.examples} == {"1", "2", "3"}
+    assert by_id(data)["audio/1-100-A-0.wav"].group == "100"
+    assert any("missing.wav" in p for p in data.problems)
+    assert len(load("sound_events", root / "meta" / "esc50.csv", subset="esc10").examples) == 4
+    with pytest.raises(TaskDataError, match="subset"):
+        load("sound_events", root, subset="esc99")
+
+
+def test_urbansound8k_loader_reads_fold_folders(tmp_path: Path):
+    root = tmp_path / "UrbanSound8K"
+    rows = []
+    for i in range(4):
+        fold = str(i % 2 + 1)
+        name = f"{200 + i}-0-0-{i}.wav"
+        wav(root / "audio" / f"fold{fold}" / name, seed=i)
+        rows.append([name, str(200 + i), "0", "1", "1", fold, "3", "dog_bark" if i < 2 else "siren"])
+    write_csv(root / "metadata" / "UrbanSound8K.csv",
+              ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"], rows)
+    data = load("sound_events", root)
+    assert [e.fold for e in data.examples] == ["1", "1", "2", "2"]  # sorted by id
+    assert data.examples[0].id == "audio/fold1/200-0-0-0.wav" and data.examples[0].group == "200"
+    with pytest.raises(TaskDataError, match="--fold-column"):
+        load("sound_events", write_csv(tmp_path / "other.csv", ["path", "label"], [["a.wav", "x"]]))

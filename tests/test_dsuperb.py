@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +327,8 @@ def test_eval_cli_end_to_end(data_root, registry, tmp_path):
     assert chords["kind"] == "multi-label" and chords["primary_metric"] == "map"
     assert chords["metrics"]["map"]["mean"] > 0.7 and set(chords["classes"]) == {"low", "mid", "high"}
     report = (run_dir / "report.md").read_text()
-    assert "| music | 0." in report and "(n=2)" in report and "| audio | " in report
+    # (a value, whichever: the linear probe now reaches 1.000 on these easy tones)
+    assert re.search(r"\| music \| [01]\.\d{3} \(n=2\)", report) and "(n=2)" in report and "| audio | " in report
     summary = json.loads((run_dir / "summary.json").read_text())
     music = next(r for r in summary["by_domain"] if r["domain"] == "music")
     assert music["accuracy"]["tasks"] == 2 and music["map"]["tasks"] == 1

@@ -22,6 +22,7 @@ from audioembed.metrics import (
     normalize_key,
     regression_metrics,
     summarize,
+    summarize_metric,
     unweighted_average_recall,
     word_error_rate,
 )
@@ -306,7 +307,8 @@ def test_summarize_by_hand():
 
 def test_summarize_single_value_and_no_spread():
     s = summarize([0.7])
-    assert (s.mean, s.std, s.ci_low, s.ci_high, s.n) == (0.7, 0.0, 0.7, 0.7, 1)
+    assert (s.mean, s.std, s.ci_low, s.ci_high, s.n) == (0.7, 0.0, None, None, 1)
+    assert "not computable" in s.ci_note
     s = summarize([2.0, 2.0, 2.0])
     assert (s.std, s.ci_low, s.ci_high) == (0.0, 2.0, 2.0)
 
@@ -314,7 +316,7 @@ def test_summarize_single_value_and_no_spread():
 def test_summary_as_dict_and_frozen():
     s = summarize([1, 2, 3, 4, 5])
     d = s.as_dict()
-    assert list(d) == ["mean", "std", "ci_low", "ci_high", "n"]
+    assert list(d) == ["mean", "std", "ci_low", "ci_high", "n", "ci_note"]
     assert d["mean"] == pytest.approx(3.0) and d["n"] == 5
     with pytest.raises(AttributeError):
         s.mean = 0.0  # type: ignore[misc]
@@ -327,3 +329,15 @@ def test_summarize_errors():
         summarize([1.0, float("nan")])
     with pytest.raises(ValueError):
         summarize([1.0, 2.0], confidence=1.0)
+
+
+def test_interval_stays_inside_the_metric_range():
+    # two seeds near the ceiling: the raw t interval (df=1) reaches far above 1.0
+    s = summarize_metric("accuracy", [0.97, 1.0])
+    assert 0.0 <= s.ci_low <= s.mean <= s.ci_high <= 1.0
+    assert s.ci_high == 1.0 and "clipped" in s.ci_note
+    raw = summarize([0.97, 1.0])
+    assert raw.ci_high > 1.0 and raw.ci_note == ""
+    # lower-bounded error rates
+    assert summarize_metric("wer", [0.01, 0.3]).ci_low == 0.0
+    assert summarize_metric("pearson", [-0.99, 0.2]).ci_low >= -1.0

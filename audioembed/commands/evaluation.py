@@ -25,8 +25,13 @@ Examples:
 @click.option("--shots", default="all", show_default=True,
               help="Labelled examples per class for training, e.g. 8 or 1,2,4,8,16,all.")
 @click.option("--seeds", default=5, show_default=True, help="Seeds (few-shot subsets and probe inits) per shot setting.")
-@click.option("--probe", type=click.Choice(["linear", "mlp", "centroid"]), default="linear", show_default=True,
-              help="Probe head on the weighted layer sum (see docs/downstreams.md).")
+@click.option("--probe", type=click.Choice(["linear", "mlp", "centroid", "knn"]), default="linear", show_default=True,
+              help="Probe head on the weighted layer sum: linear or mlp (trained), centroid or knn (no training; "
+                   "classification). See docs/downstreams.md.")
+@click.option("--pool", type=click.Choice(["mean", "mean+std"]), default="mean", show_default=True,
+              help="Pooling of each layer over time for utterance probes.")
+@click.option("--fold-column", default=None, metavar="NAME",
+              help="Manifest column with the dataset's own folds: test on each fold in turn.")
 @click.option("--ctc-head", type=click.Choice(["lstm", "conv"]), default="lstm", show_default=True,
               help="Head of the CTC probe (ASR): BiLSTM, or a convolution stack that trains faster on CPU.")
 @click.option("--layers", default="all", show_default=True, help="Layers the featurizer weights: all, last or indices.")
@@ -44,7 +49,7 @@ Examples:
               help="Folder for the result files (<task>_<upstream>_....json and .md).")
 @threads_option
 @quiet_option
-def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head, layers, layer_norm, folds, max_epochs,
+def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, pool, fold_column, ctc_head, layers, layer_norm, folds, max_epochs,
                label_column, task_options, cache_dir, device, output, threads, quiet, chunk_seconds):
     """Evaluate an upstream on TASK with layer-weighted probes (full and few-shot)."""
     from ..datasets import default_data_for_task
@@ -68,7 +73,7 @@ def downstream(task, upstream, model, ckpt, data, shots, seeds, probe, ctc_head,
         data = str(default_data_for_task(task))
         click.echo(f"data: {data}", err=True)
     config = DownstreamConfig(task=task, upstream=upstream, model=model or ckpt, data=data, shots=parse_shots(shots),
-                       seeds=seeds, probe=probe, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
+                       seeds=seeds, probe=probe, pool=pool, fold_column=fold_column, ctc_head=ctc_head, layers=layers, folds=folds, layer_norm=layer_norm,
                        max_epochs=max_epochs, chunk_seconds=chunk_seconds, task_options=options, cache_dir=cache_dir,
                        device=device)
     result = run_downstream(config, output, progress=not quiet, threads=requested_threads(threads))

@@ -4,10 +4,14 @@ Each instance is only a test set (tens to a few thousand rows), so every task is
 stratified k-fold cross-validation *inside* that set: fold i tests on part i, early-stops on
 part i+1 and trains on the rest (``fewshot.make_folds``), and the metric is reported as mean ±
 std over the folds. Features are clip-level means of every layer from the shared feature cache
-(``feature_cache.cached_features``), so reruns and other tools reuse them. Probes:
+(``feature_cache.cached_features``), so reruns and other tools reuse them; a row whose
+features hold NaN or Inf is named in the problems and left out. Folds are trained and scored
+by the shared probe runner (``probe_runner.run_fold_loop``, the same as ``audioembed
+downstream``). Probes:
 
 - single-label (and multi-clip): the layer-weighted linear (or MLP) probe of ``probes.py``,
-  i.e. multinomial logistic regression on a learned mix of layers; accuracy and macro-F1;
+  i.e. multinomial logistic regression on a learned mix of layers (weight decay chosen on the
+  dev part); accuracy and macro-F1;
 - multi-label: the same probe with a sigmoid per tag; macro average precision and ROC-AUC;
 - regression: ridge regression (alpha by generalised cross-validation on train + dev) on the
   standardised, concatenated layers; Pearson r, MAE and R².
@@ -31,21 +35,21 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
 
 from ..errors import AudioEmbedError
 from .. import __version__
 from ..extraction import resolve_layers
 from ..feature_cache import cached_features, default_cache_dir
-from ..fewshot import make_folds
+from ..fewshot import Fold, make_folds
 from ..metrics import (accuracy, macro_average_precision, macro_f1, macro_roc_auc, regression_metrics,
-                       summarize)
-from ..probes import PROBES, ProbeConfig, as_targets, probe_loss, train_utterance_probe
+                       summarize_metric)
+from ..probe_runner import (EncodedTargets, FoldOutcome, drop_non_finite, fit_and_score, per_item_predictions,
+                           run_fold_loop)
+from ..probes import PROBES, ProbeConfig
 from ..registry import load_upstream
-from ..tasks import Example, TaskKind
+from ..tasks import Example, Task, TaskKind
 from .catalog import Catalog, TaskEntry, label_summary, parse_float, split_label_set
 from .loader import Instance, InstanceNotFound, locate_instance, materialize_audio, open_instance
 from .report import macro_average_rows, markdown_macro_table
@@ -55,9 +59,6 @@ RESULT_FORMAT = "audioembed-dsuperb-eval/1"
 PRIMARY_METRIC = {TaskKind.CLASSIFICATION: "accuracy", TaskKind.MULTILABEL: "map", TaskKind.REGRESSION: "pearson"}
 REPORT_METRICS = ("accuracy", "map", "pearson")
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
-#: weight of the dev loss in the early-stopping score of classification probes (a tie-breaker:
-#: one dev example more or less changes accuracy by far more than this times any loss)
-DEV_LOSS_TIE_BREAK = 1e-4
 #: problems listed in a result file; the rest are counted
 MAX_LISTED_PROBLEMS = 20
 EVAL_PROBES = tuple(p for p in PROBES if p != "centroid")
@@ -187,11 +188,41 @@ def _features(instance: Instance, entry: TaskEntry, text, targets, upstream, lay
                 continue  # extraction failed for a clip of this row; reported above
             feats.append(pair_features([np.stack([reader.get(k, layer) for layer in layers]) for k in wanted]))
             kept.append(i)
+    finite, non_finite = drop_non_finite([f"row {i}" for i in kept], feats)
+    problems += non_finite
+    kept, feats = [kept[j] for j in finite], [feats[j] for j in finite]
     stats = {"features_extracted": extraction.extracted, "features_from_cache": extraction.skipped_done}
     return np.stack(feats).astype(np.float32) if feats else None, kept, problems, columns, stats
 
 
-def _classification_folds(y: list[str], folds: int, seed: int):
+class ProbeTask(Task):
+    """The scoring of one Dynamic-SUPERB instance, in the form the shared probe runner takes."""
+
+    def __init__(self, kind: TaskKind, scored_labels: list[str] | None = None):
+        self.kind = kind
+        self.name = "dsuperb"
+        self.primary_metric = PRIMARY_METRIC[kind]
+        #: classes averaged in macro-F1: those that appear in test parts (train-only classes
+        #: would only add zeros)
+        self.scored_labels = scored_labels
+
+    def metrics(self, targets, predictions, scores, labels) -> dict[str, float]:
+        if self.kind is TaskKind.CLASSIFICATION:
+            return {"accuracy": accuracy(targets, predictions),
+                    "macro_f1": macro_f1(targets, predictions, labels=self.scored_labels)}
+        if self.kind is TaskKind.MULTILABEL:
+            y = np.array([[tag in t for tag in labels] for t in targets], dtype=np.float32)
+            out = {}
+            for name, fn in (("map", macro_average_precision), ("roc_auc", macro_roc_auc)):
+                try:
+                    out[name] = fn(y, scores)
+                except ValueError:  # undefined on this part; the fold is left out of this metric
+                    pass
+            return out
+        return regression_metrics(targets, predictions)
+
+
+def _classification_folds(y: list[str], folds: int, seed: int) -> tuple[list[Fold], list[str], list[str]]:
     """Stratified folds over the classes with >= ``folds`` examples; rarer ones train only."""
     counts = Counter(y)
     common = sorted(c for c, n in counts.items() if n >= folds)
@@ -202,97 +233,70 @@ def _classification_folds(y: list[str], folds: int, seed: int):
     rare_rows = [i for i, label in enumerate(y) if label not in common]
     examples = [Example(id=str(i), path="", target=y[i]) for i in common_rows]
     out = []
-    for fold in make_folds(examples, TaskKind.CLASSIFICATION, folds, seed=seed):
-        out.append(([common_rows[j] for j in fold.train] + rare_rows, [common_rows[j] for j in fold.dev],
-                    [common_rows[j] for j in fold.test]))
+    for fold in make_folds(examples, TaskKind.CLASSIFICATION, folds, seed=seed).folds:
+        out.append(Fold(fold.name, [common_rows[j] for j in fold.train] + rare_rows,
+                        [common_rows[j] for j in fold.dev], [common_rows[j] for j in fold.test]))
     return out, common, sorted(set(counts) - set(common))
 
 
-def _train_probe(kind: TaskKind, x, y_train, train, dev, outputs: int, dev_score: Callable, layers, config, seed):
-    probe_config = ProbeConfig(probe=config.probe, max_epochs=config.max_epochs)
-    model, epoch = train_utterance_probe(kind, layers, x[train], y_train, x[dev], dev_score, outputs,
-                                         probe_config, seed)
-    return model, epoch
-
-
-def _probe_classification(x, targets, layers, config: EvalConfig) -> dict:
-    labels = sorted(set(targets))
-    index = {label: i for i, label in enumerate(labels)}
-    y = np.array([index[t] for t in targets])
-    folds, common, rare = _classification_folds(list(targets), config.folds, config.seed)
-    per_fold, weights = [], []
-    for f, (train, dev, test) in enumerate(folds):
-        def dev_score(outputs, dev=dev):
-            # accuracy on a small dev part ties often; the dev loss breaks ties so that the
-            # probe keeps improving its margins instead of stopping at the first lucky epoch
-            loss = float(probe_loss(TaskKind.CLASSIFICATION, torch.from_numpy(outputs),
-                                    as_targets(TaskKind.CLASSIFICATION, y[dev])))
-            return accuracy(y[dev], outputs.argmax(-1)) - DEV_LOSS_TIE_BREAK * min(loss, 100.0)
-
-        model, epoch = _train_probe(TaskKind.CLASSIFICATION, x, y[train], train, dev, len(labels), dev_score,
-                                    layers, config, seed=config.seed * 1000 + f)
-        with torch.no_grad():
-            predicted = model(torch.from_numpy(x[test])).numpy().argmax(-1)
-        truth = [labels[i] for i in y[test]]
-        guess = [labels[i] for i in predicted]
-        per_fold.append({"accuracy": accuracy(truth, guess), "macro_f1": macro_f1(truth, guess, labels=common),
-                         "train": len(train), "dev": len(dev), "test": len(test), "best_epoch": epoch})
-        weights.append(model.featurizer.layer_weights())
-    return {"per_fold": per_fold, "layer_weights": np.mean(weights, axis=0).tolist(),
-            "classes": {label: int(n) for label, n in sorted(Counter(targets).items())},
-            "train_only_classes": rare}
-
-
-def _probe_multilabel(x, targets, layers, config: EvalConfig) -> dict:
-    tags = sorted({tag for t in targets for tag in t})
-    index = {tag: i for i, tag in enumerate(tags)}
-    y = np.zeros((len(targets), len(tags)), dtype=np.float32)
-    for row, t in enumerate(targets):
-        y[row, [index[tag] for tag in t]] = 1.0
-    examples = [Example(id=str(i), path="", target=t) for i, t in enumerate(targets)]
-    per_fold, weights = [], []
-    for f, fold in enumerate(make_folds(examples, TaskKind.MULTILABEL, config.folds, seed=config.seed)):
-        train, dev, test = fold.train, fold.dev, fold.test
-
-        def dev_score(outputs, dev=dev):
-            try:
-                return macro_average_precision(y[dev], 1.0 / (1.0 + np.exp(-outputs)))
-            except ValueError:  # no tag with both positives and negatives in a tiny dev part
-                return -float(probe_loss(TaskKind.MULTILABEL, torch.from_numpy(outputs),
-                                         as_targets(TaskKind.MULTILABEL, y[dev])))
-
-        model, epoch = _train_probe(TaskKind.MULTILABEL, x, y[train], train, dev, len(tags), dev_score,
-                                    layers, config, seed=config.seed * 1000 + f)
-        with torch.no_grad():
-            scores = torch.sigmoid(model(torch.from_numpy(x[test]))).numpy()
-        metrics = {"train": len(train), "dev": len(dev), "test": len(test), "best_epoch": epoch}
-        for name, fn in (("map", macro_average_precision), ("roc_auc", macro_roc_auc)):
-            try:
-                metrics[name] = fn(y[test], scores)
-            except ValueError:  # undefined on this test part; the fold is left out of this metric
-                pass
-        per_fold.append(metrics)
-        weights.append(model.featurizer.layer_weights())
-    return {"per_fold": per_fold, "layer_weights": np.mean(weights, axis=0).tolist(),
-            "classes": {tag: int(y[:, i].sum()) for tag, i in index.items()}}
-
-
-def _probe_regression(x, targets, config: EvalConfig) -> dict:
+def _ridge_fit(x: np.ndarray, encoded: EncodedTargets, task: ProbeTask):
+    """The regression probe: ridge (alpha by leave-one-out on train + dev) on the standardised,
+    concatenated layers."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    y = np.asarray(targets, dtype=np.float64)
     flat = x.reshape(len(x), -1)
-    examples = [Example(id=str(i), path="", target=float(t)) for i, t in enumerate(targets)]
-    per_fold = []
-    for fold in make_folds(examples, TaskKind.REGRESSION, config.folds, seed=config.seed):
-        train = fold.train + fold.dev  # RidgeCV picks alpha by leave-one-out on these
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(flat[train], y[train])
-        metrics = regression_metrics(y[fold.test], model.predict(flat[fold.test]))
-        per_fold.append({**metrics, "alpha": float(model[-1].alpha_), "train": len(train), "test": len(fold.test)})
-    return {"per_fold": per_fold, "layer_weights": None,
-            "target_range": [float(y.min()), float(y.max())]}
+    y = np.asarray(encoded.y, dtype=np.float64)
+
+    def fit(train, dev, test, index) -> FoldOutcome:
+        rows = list(train) + list(dev)  # RidgeCV picks alpha by leave-one-out on these
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(flat[rows], y[rows])
+        predicted = model.predict(flat[test])
+        metrics = task.metrics(y[test], predicted, None, None)
+        metrics.update(alpha=float(model[-1].alpha_), train=len(rows), test=len(test))
+        return FoldOutcome(metrics, None, 0, [float(v) for v in predicted])
+
+    return fit
+
+
+def probe_instance(x: np.ndarray, targets: list, kind: TaskKind, layers, config: EvalConfig) -> dict:
+    """Cross-validated scores of one instance's pooled features ``(N, L, D)`` through the shared
+    probe runner (``probe_runner``): per-fold metrics, mean layer weights and class counts."""
+    if kind is TaskKind.CLASSIFICATION:
+        folds, common, rare = _classification_folds(list(targets), config.folds, config.seed)
+        labels = sorted(set(targets))
+        task = ProbeTask(kind, scored_labels=common)
+    else:
+        examples = [Example(id=str(i), path="", target=t) for i, t in enumerate(targets)]
+        folds, rare = make_folds(examples, kind, config.folds, seed=config.seed).folds, []
+        labels = sorted({tag for t in targets for tag in t}) if kind is TaskKind.MULTILABEL else None
+        task = ProbeTask(kind)
+    encoded = EncodedTargets(kind, targets, labels)
+    if kind is TaskKind.REGRESSION:
+        fit = _ridge_fit(x, encoded, task)
+    else:
+        feats = [row[:, None, :] for row in x]  # (L, 1, D): one pooled row per example
+        probe_config = ProbeConfig(probe=config.probe, max_epochs=config.max_epochs)
+
+        def fit(train, dev, test, index) -> FoldOutcome:
+            outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config,
+                                    config.seed * 1000 + index)
+            outcome.metrics.update(train=len(train), dev=len(dev), test=len(test), best_epoch=outcome.epoch)
+            return outcome
+
+    run = run_fold_loop(folds, config.seed, lambda fold, index: fold.train, fit)
+    weights = [o.layer_weights for o in run.outcomes if o.layer_weights is not None]
+    out = {"per_fold": [o.metrics for o in run.outcomes],
+           "layer_weights": np.mean(weights, axis=0).tolist() if weights else None,
+           "test_items": per_item_predictions(folds, run, [str(i) for i in range(len(targets))], targets)}
+    if kind is TaskKind.CLASSIFICATION:
+        out.update(classes={label: int(n) for label, n in sorted(Counter(targets).items())}, train_only_classes=rare)
+    elif kind is TaskKind.MULTILABEL:
+        out["classes"] = {tag: int(encoded.y[:, i].sum()) for i, tag in enumerate(labels)}
+    else:
+        out["target_range"] = [float(np.min(encoded.y)), float(np.max(encoded.y))]
+    return out
 
 
 def evaluate_instance(entry: TaskEntry, instance: Instance, upstream, layers: list[int], config: EvalConfig,
@@ -309,19 +313,14 @@ def evaluate_instance(entry: TaskEntry, instance: Instance, upstream, layers: li
         raise DsuperbError(f"{instance.source}: only {len(rows)} usable rows, too few for {config.folds}-fold "
                            f"cross-validation" + (f" (first problem: {problems[0]})" if problems else ""))
     kept = [targets[i] for i in rows]
-    if kind is TaskKind.CLASSIFICATION:
-        probed = _probe_classification(x, kept, layers, config)
-    elif kind is TaskKind.MULTILABEL:
-        probed = _probe_multilabel(x, kept, layers, config)
-    else:
-        probed = _probe_regression(x, kept, config)
+    probed = probe_instance(x, kept, kind, layers, config)
     metric_names = [m for m in probed["per_fold"][0] if m not in ("train", "dev", "test", "best_epoch", "alpha")]
     metric_names += [m for fold in probed["per_fold"] for m in fold if m not in metric_names
                      and m not in ("train", "dev", "test", "best_epoch", "alpha")]
     summary = {}
     for name in metric_names:
         values = [fold[name] for fold in probed["per_fold"] if name in fold]
-        summary[name] = summarize(values).as_dict()
+        summary[name] = summarize_metric(name, values).as_dict()
     primary = PRIMARY_METRIC[kind]
     if primary not in summary:
         raise DsuperbError(f"{instance.source}: {primary} is undefined on every test fold (too few positives per tag)")
@@ -343,6 +342,7 @@ def evaluate_instance(entry: TaskEntry, instance: Instance, upstream, layers: li
         "primary_metric": primary,
         "metrics": summary,
         "per_fold": probed["per_fold"],
+        "test_items": probed["test_items"],
         "layer_weights": probed["layer_weights"],
         "classes": probed.get("classes"),
         "train_only_classes": probed.get("train_only_classes", []),

@@ -341,7 +341,18 @@ def _probe_settings(config, ctc: bool) -> dict:
                 "max_epochs": config.max_epochs, "task_options": config.task_options}
     if ctc:
         settings["ctc_head"] = config.ctc_head
+    if config.pool != "mean":  # results written before pooling was a setting were mean-pooled
+        settings["pool"] = config.pool
     return settings
+
+
+def task_pool(task: str, wanted: str) -> str:
+    """``evaluation.pool`` for utterance tasks; tasks trained on chunks or frames keep their own
+    (chunk means, frames): the result files record which pooling each task used."""
+    from ..registry import get_registry
+
+    built = get_registry().task_spec(task).build()
+    return "mean" if task in CTC_TASKS or built.chunk_seconds else wanted
 
 
 def stage_evaluate(ctx: Context) -> dict:
@@ -364,7 +375,7 @@ def stage_evaluate(ctx: Context) -> dict:
             config = DownstreamConfig(
                 task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
                 shots=parse_shots(cfg.shots_for(task_name)), seeds=cfg.seeds_for(task_name), probe=cfg.probe,
-                ctc_head=cfg.ctc_head, max_epochs=cfg.max_epochs_for(task_name), task_options=dict(t["options"]),
+                ctc_head=cfg.ctc_head, pool=task_pool(t["task"], cfg.pool), max_epochs=cfg.max_epochs_for(task_name), task_options=dict(t["options"]),
                 cache_dir=cache_dir, device=ctx.device,
             )
             settings = _probe_settings(config, ctc=t["task"] in CTC_TASKS)

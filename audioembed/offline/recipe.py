@@ -138,6 +138,8 @@ class EvaluationSection:
     probe: str = field(default_factory=lambda: _downstream_default("probe"))
     ctc_head: str = field(default_factory=lambda: _downstream_default("ctc_head"))
     max_epochs: int = field(default_factory=lambda: _downstream_default("max_epochs"))
+    #: pooling of utterance tasks ("mean" or "mean+std"); chunk and frame tasks keep their own
+    pool: str = field(default_factory=lambda: _downstream_default("pool"))
     #: per task: shots, seeds, epochs that replace the values above
     task_shots: dict[str, str] = field(default_factory=dict)
     task_seeds: dict[str, int] = field(default_factory=dict)
@@ -167,6 +169,10 @@ class EvaluationSection:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "asr_train" else 1):
                 raise ConfigError(f"{where} {name} must be a {'non-negative' if name == 'asr_train' else 'positive'} integer")
+        from ..downstream import UTTERANCE_POOLINGS
+
+        if self.pool not in UTTERANCE_POOLINGS:
+            raise ConfigError(f"{where} pool must be one of {UTTERANCE_POOLINGS}, got {self.pool!r}")
         for table in ("task_seeds", "task_max_epochs"):
             values = dict(getattr(self, table))
             if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values.values()):

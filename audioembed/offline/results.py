@@ -252,6 +252,18 @@ def _summary(results: dict, names: list[str], tasks: list[str], kinds: dict[str,
     return lines
 
 
+def pooling_line(results: dict[tuple[str, str], dict], tasks: list[str]) -> str:
+    """Which pooling each task's probes saw, read from the result files (never assumed)."""
+    from ..report import pooling_of
+
+    by_pooling: dict[str, list[str]] = {}
+    for t in tasks:
+        used = sorted({pooling_of(r) for (m, tt), r in results.items() if tt == t})
+        by_pooling.setdefault(", ".join(used), []).append(t)
+    parts = [f"{pooling} ({', '.join(ts)})" for pooling, ts in sorted(by_pooling.items())]
+    return "Pooling of the probes' features: " + ("; ".join(parts) if parts else "no results yet") + "."
+
+
 def _stage_times(ctx: Context) -> list[list]:
     """[stage, seconds] of every finished stage before the report."""
     from .pipeline import STAGES
@@ -280,6 +292,7 @@ def _slim(result: dict) -> dict:
     return {"task": result["task"], "primary_metric": result["primary_metric"],
             "lower_is_better": list(result.get("lower_is_better", [])),
             "config": {"seeds": result["config"]["seeds"]},
+            "task_kind": result.get("task_kind"), "protocol": result.get("protocol") or {},
             "results": {shots: {"summary": block["summary"]} for shots, block in result["results"].items()}}
 
 
@@ -364,7 +377,8 @@ def render_page(data: dict, figures: str, figure_files: list[str] | None = None)
     shown = figure_names(data) if figure_files is None else figure_files
     lines = ["# Offline reproduction: results", "",
              f"Written by `audioembed reproduce` from the run in `{data['run']}/` "
-             f"(recipe `{data['recipe']}`). Primary metric per task; mean ± std over seeds.", ""]
+             f"(recipe `{data['recipe']}`). Primary metric per task; mean ± std over seeds.", "",
+             pooling_line(s.results, s.tasks), ""]
     lines += ["## Summary", ""] + _summary(s.results, s.names, s.tasks, s.kinds, s.dom_all, s.selection) + [""]
     lines += _run_lines(data)
     lines += ["## Models", "", "| model | kind | upstream | parameters | speed (x real time, CPU) |", "|---|---|---|---|---|"]
