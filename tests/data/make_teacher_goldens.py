@@ -1,11 +1,16 @@
-"""Generate the golden outputs of the reference implementations for tests/test_teachers_fidelity.py.
+"""Golden outputs of the reference implementations for tests/test_{ge2e,crepe,basic_pitch}.py.
 
 Run ONCE in a venv that has the reference packages and their own runtime dependencies
 (they are needed here only, never by audioembed or its tests):
 
     pip install --no-deps resemblyzer==0.1.4 torchcrepe==0.0.24 basic-pitch==0.4.0
-    pip install librosa==0.11.0 webrtcvad-wheels==2.0.14.post1 resampy==0.4.3 onnxruntime==1.31.1
+    pip install librosa==0.11.0 webrtcvad-wheels==2.0.14.post1 resampy==0.4.3 onnx==1.23.2 onnxruntime==1.32.0
     python tests/data/make_teacher_goldens.py ge2e crepe basic_pitch
+
+(torch 2.13.0+cpu, numpy 2.4.6; each npz records the versions that made it.) torchcrepe
+imports torchaudio only to read files, which is not used here, so an empty stand-in module
+replaces it (see :func:`crepe_golden`); basic-pitch warns that tensorflow and tflite are
+missing and uses onnxruntime for its ONNX model.
 
 Inputs (real recordings, copied once into tests/data; licences in tests/data/README.md):
 
@@ -14,7 +19,7 @@ Inputs (real recordings, copied once into tests/data; licences in tests/data/REA
   16 kHz, 2.99 s, copied unchanged; used for ``ge2e``;
 * ``music_guitar_16k.flac`` and ``music_guitar_22k.flac``: the first 3 s of Sonic Pi's
   ``guit_harmonics.flac`` (guitar harmonics, CC0), mixed to mono and resampled to 16 kHz and
-  22.05 kHz with soxr (HQ), stored as 16-bit FLAC; made once by
+  22.05 kHz with soxr 1.1.0 (HQ), stored as 16-bit FLAC; made once by
   ``python tests/data/make_teacher_goldens.py clips PATH/TO/sonic_pi/guit_harmonics.flac``;
   used for ``crepe`` (16 kHz) and ``basic_pitch`` (22.05 kHz). The models read exactly the
   stored samples, so no resampler enters the comparison.
