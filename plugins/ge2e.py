@@ -18,14 +18,18 @@ Hidden states at 100 Hz (frame ``t`` is centred on sample ``160 t``), all 256-d:
 0. the 40 mel bands the LSTM reads, in dims 0-39 (dims 40-255 are zero: every layer of an
    upstream has the same width);
 1-3. the outputs of LSTM layers 1, 2 and 3, run over the item from a zero state;
-4. the frame embedding: ReLU(linear(layer 3)), L2-normalised, i.e. what Resemblyzer computes
-   for a partial utterance ending at that frame.
+4. the frame embedding: ReLU(linear(layer 3)), L2-normalised; at the last frame of a run
+   of 160 frames from a zero state it is Resemblyzer's partial-utterance embedding.
 
 Long files: the LSTM carries state from the first frame, which a windowed run cannot do
 across windows. Each window is instead given :data:`CONTEXT_SECONDS` of audio before it
-(``context_samples``); the state built over that much audio has forgotten where it started, so
-the kept frames match a whole-file run to within a measured tolerance (see
-``tests/test_ge2e.py``; Resemblyzer itself restarts the LSTM every 0.8 s on 1.6 s partials).
+(``context_samples``) and the LSTM restarts there. LSTM layers 1-2 forget their start
+within about 2 s, so the mel and layers 1-2 of the kept frames equal a whole-file run (to
+1e-4, ``tests/test_ge2e.py``); layer 3 and the frame embedding integrate a speaker state over
+much longer (a run started 2 s late still differs by ~0.15 after 20 s), so in windowed files
+they are those of a run restarted 4 s before each window (Resemblyzer itself restarts the
+LSTM every 0.77 s, on 1.6 s partials). With the default 30 s windows this only concerns
+files longer than 30 s.
 The volume gain is computed per window segment, so a file whose loudness changes a lot is
 normalised piecewise; at or above -30 dBFS the gain is 1 and nothing changes.
 
