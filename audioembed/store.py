@@ -734,7 +734,7 @@ class UtteranceInfo:
     metadata: dict
 
 
-class _PartVanished(Exception):
+class _PartVanished(StoreError):
     """A sealed part was merged and deleted between listing and opening it."""
 
 
