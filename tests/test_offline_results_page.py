@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from audioembed.offline.pipeline import TASK_DOMAINS
-from audioembed.offline.results import (PAGE_DATA, PageScores, figure_names, publish_results, render_page,
+from audioembed.offline.results import (PAGE_DATA, PageScores, figure_names, publish_results, render_page, target_rows,
                                         write_page)
 from audioembed.offline.selection import select_unified_student
 
@@ -92,7 +92,31 @@ def test_layout_is_that_of_the_committed_page():
     # the committed page predates the computed summary; the next run of the recipe adds it
     if "## Summary" not in committed:
         rendered = without_section(rendered, "## Summary")
+    target = "## The selected student against the baselines and the previous default"
+    if target not in committed:
+        rendered = without_section(rendered, target)
     assert rendered == committed
+
+
+def test_target_table_compares_the_pick_with_baselines_and_previous_models():
+    data = page_data()
+    pick = PageScores(data).selection.best
+    data["models"].append({"name": "previous_default", "kind": "previous", "upstream": "student",
+                           "parameters": None, "speed": None})
+    for r in [r for r in data["results"] if r["model"] == "mfcc"]:
+        data["results"].append({**r, "model": "previous_default"})
+    rows = target_rows(PageScores(data).results, TASKS, PageScores(data).kinds, pick, PageScores(data).few)
+    rivals = {row[2] for row in rows}
+    assert rivals == {"mfcc", "previous_default"}
+    assert {row[1] for row in rows} == {"full", f"{PageScores(data).few} shots"}
+    # previous_default has mfcc's numbers: every verdict against both is the same
+    by = {(r[0], r[1], r[2]): r[3] for r in rows}
+    assert all(by[(t, c, "mfcc")] == by[(t, c, "previous_default")] for t, c, _ in by)
+    # the verdict follows the metric's direction (asr ranks by an error rate: lower is better)
+    asr = [r for r in rows if r[0] == "asr" and r[2] == "mfcc" and r[1] == "full"][0]
+    assert asr[3] == ("yes" if asr[4] < asr[5] else "no")
+    text = render_page(data, "results")
+    assert "## The selected student against the baselines and the previous default" in text
 
 
 def test_summary_is_computed_from_the_numbers():

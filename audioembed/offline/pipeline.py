@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 from ..errors import AudioEmbedError
 from ..training.config import ConfigError
-from .recipe import TASK_DOMAINS, RecipeConfig, StudentRun, read_recipe
+from .recipe import PRETRAIN_KINDS, TASK_DOMAINS, RecipeConfig, StudentRun, init_teachers, read_recipe
 
 STAGES = ("corpora", "evalsets", "teachers", "caches", "students", "merges", "evaluate", "report")
 
@@ -196,7 +196,7 @@ def _pretrain_config(ctx: Context, name: str, manifests: list[str]):
     from ..pretrain.config import config_from_dict
 
     spec = ctx.recipe.teachers.spec(name)
-    kind = spec.pop("kind", "hubert" if name == "speech" else "mert")
+    kind = spec.pop("kind")
     raw = deep_merge({"kind": kind, "data": {"manifests": manifests},
                       "run": {"output_dir": str(ctx.dir("teachers", name)), "seed": ctx.seed, "device": ctx.device}},
                      spec)
@@ -204,17 +204,29 @@ def _pretrain_config(ctx: Context, name: str, manifests: list[str]):
 
 
 def stage_teachers(ctx: Context) -> dict:
-    """The speech teacher (HuBERT-style, 16 kHz) and the music teacher (MERT-style, 24 kHz)."""
+    """Pretrain the teachers the recipe trains itself (HuBERT-style speech, MERT-style music);
+    ready-made teachers (``upstream = ...``: bundled models, wheel weights) are checked to load."""
     from ..pretrain.trainer import pretrain
+    from ..registry import load_upstream
 
     out = {}
-    for name in ("speech", "music"):
-        config = _pretrain_config(ctx, name, [str(training_manifest(ctx, name))])
+    for name, entry in ctx.recipe.teachers.entries.items():
+        if not entry.pretrained_here:
+            # fail here, in one line, rather than after the corpus is cached for other teachers
+            upstream = load_upstream(entry.upstream, model=entry.model, device="cpu")
+            out[name] = {"folder": entry.model, "upstream": entry.upstream, "pretrained_here": False,
+                         "sample_rate": upstream.sample_rate, "frame_rate": upstream.sample_rate / upstream.hop_length,
+                         "layers": upstream.num_layers}
+            del upstream
+            continue
+        corpus = PRETRAIN_KINDS[entry.pretrain["kind"]]  # a speech teacher learns from the speech corpus
+        config = _pretrain_config(ctx, name, [str(training_manifest(ctx, corpus))])
         ctx.log(f"[teachers] pretraining the {name} teacher ({config.kind}, {config.optim.max_steps} steps)")
         folder = pretrain(config, progress=ctx.progress)
         if folder.name != "model":
             raise ReproduceError(f"[teachers] the {name} teacher stopped at {folder}; rerun to continue")
-        out[name] = {"folder": str(folder), "upstream": "hubert" if config.kind == "hubert" else "mert"}
+        out[name] = {"folder": str(folder), "upstream": "hubert" if config.kind == "hubert" else "mert",
+                     "pretrained_here": True}
     return {"teachers": out}
 
 
@@ -228,9 +240,21 @@ def _distill_corpus(ctx: Context) -> Path:
 
 def _teacher_specs(ctx: Context, names) -> list[dict]:
     teachers = ctx.done("teachers")["teachers"]
-    domain = {"speech": ["speech"], "music": ["music"]}
-    return [{"name": n, "upstream": teachers[n]["upstream"], "model": teachers[n]["folder"], "domains": domain[n]}
-            for n in names]
+    specs = []
+    for n in names:
+        entry = ctx.recipe.teachers.entries[n]
+        spec = {"name": n, "upstream": teachers[n]["upstream"], "model": teachers[n]["folder"],
+                "domains": list(entry.domains)}
+        if entry.layers is not None:
+            spec["layers"] = list(entry.layers)
+        specs.append(spec)
+    return specs
+
+
+def cached_teachers(ctx: Context) -> list[str]:
+    """Every teacher some student run learns from, in [teachers] order."""
+    used = {t for run in ctx.recipe.students.runs for t in run.teachers}
+    return [n for n in ctx.recipe.teachers.names if n in used]
 
 
 def _student_raw(ctx: Context, run: StudentRun, corpus: Path, *, cache: bool = True) -> dict:
@@ -258,7 +282,7 @@ def stage_caches(ctx: Context) -> dict:
     if not ctx.recipe.students.cache:
         return {"cache": None}
     corpus = _distill_corpus(ctx)
-    config = config_from_dict(_student_raw(ctx, StudentRun(name="cache", teachers=["speech", "music"]), corpus),
+    config = config_from_dict(_student_raw(ctx, StudentRun(name="cache", teachers=cached_teachers(ctx)), corpus),
                               ctx.base_dir, ctx.source)
     built = prepare_teacher_cache(config, progress=ctx.progress, warn=ctx.log)
     return {"cache": built.cache_dir, "crops": built.crops, "written": built.written}
@@ -282,7 +306,8 @@ def stage_students(ctx: Context) -> dict:
     corpus = _distill_corpus(ctx)
     if not cfg.runs:
         raise ConfigError(f"{ctx.source}: [students] runs is empty")
-    init_run = StudentRun(name="init", teachers=["speech"], config={"student": {"init": cfg.init, "arch": cfg.arch}})
+    init_run = StudentRun(name="init", teachers=init_teachers(cfg.init) or ctx.recipe.teachers.names[:1],
+                          config={"student": {"init": cfg.init, "arch": cfg.arch}})
     init = _train_student(ctx, _student_raw(ctx, init_run, corpus, cache=False), init_only=True)
     out = {"init": str(init), "runs": {}}
     for run in cfg.runs:
@@ -302,6 +327,8 @@ def stage_merges(ctx: Context) -> dict:
     cfg = ctx.recipe.merge
     students = ctx.done("students")
     pair = cfg.pair
+    if not pair:
+        return {"merges": {}}
     missing = [p for p in pair if p not in students["runs"]]
     if missing:
         raise ConfigError(f"{ctx.source}: [merge] pair names student run(s) {missing} that [[students.runs]] lacks")
@@ -318,15 +345,23 @@ def stage_merges(ctx: Context) -> dict:
 
 def models(ctx: Context) -> dict[str, dict]:
     """Every model to evaluate: name -> {upstream, model, kind}."""
-    table: dict[str, dict] = {"mfcc": {"upstream": "mfcc", "model": None, "kind": "baseline"}}
-    teachers = (ctx.done("teachers") or {}).get("teachers") or {}
-    for name, t in teachers.items():
-        table[f"teacher_{name}"] = {"upstream": t["upstream"], "model": t["folder"], "kind": "teacher"}
+    cfg = ctx.recipe.evaluation
+    table: dict[str, dict] = {b: {"upstream": b, "model": None, "kind": "baseline"} for b in cfg.baselines}
+    if cfg.teachers:
+        teachers = (ctx.done("teachers") or {}).get("teachers") or {}
+        for name, t in teachers.items():
+            table[f"teacher_{name}"] = {"upstream": t["upstream"], "model": t["folder"], "kind": "teacher"}
     students = ctx.done("students") or {}
     for name, s in (students.get("runs") or {}).items():
         table[name] = {"upstream": "student", "model": s["folder"], "kind": s.get("kind") or "student"}
     for name, folder in ((ctx.done("merges") or {}).get("merges") or {}).items():
         table[name] = {"upstream": "student", "model": folder, "kind": "merge"}
+    for name, spec in cfg.models.items():
+        model = spec.get("model")
+        if model is not None:  # a folder relative to the recipe, else a source string as it is
+            candidate = ctx.path(model)
+            model = str(candidate) if candidate is not None and candidate.exists() else model
+        table[name] = {"upstream": spec["upstream"], "model": model, "kind": spec.get("kind") or "other"}
     return table
 
 

@@ -21,7 +21,6 @@ from ..training.config import ConfigError, apply_overrides, build_section, read_
 #: the evaluation tasks and the domain each one speaks for (for the speech/music averages)
 TASK_DOMAINS = {"asr": "speech", "speaker_id": "speech", "fsdd": "speech",
                 "key": "music", "style": "music", "tagging": "music", "sonic_pi": "music"}
-TEACHERS = ("speech", "music")
 
 
 def _downstream_default(name: str) -> Any:
@@ -52,19 +51,92 @@ class CorpusSection:
                 raise ConfigError(f"{where}.{name} must be a table")
 
 
+#: teachers a recipe without a [teachers] section pretrains (the papers' pair)
+DEFAULT_TEACHERS = {"speech": {"kind": "hubert"}, "music": {"kind": "mert"}}
+#: pretraining families and the domain their teacher supervises when the loss is domain-separated
+PRETRAIN_KINDS = {"hubert": "speech", "mert": "music"}
+#: keys of a teacher table that belong to the recipe, not to the pretraining config
+TEACHER_KEYS = ("upstream", "model", "layers", "domains")
+
+
+@dataclass
+class TeacherEntry:
+    """One ``[teachers.NAME]`` table.
+
+    Either pretrained by the recipe (``kind`` = hubert or mert, plus any section of the
+    pretraining config) or a ready-made upstream used as it is (``upstream``, optional
+    ``model``: e.g. ``small_hubert``, ``ge2e``, ``crepe`` with ``model = "tiny:320"``).
+    ``layers`` (target hidden states) and ``domains`` (what it supervises when the loss is
+    domain-separated; default: the pretraining family's domain, every domain for a
+    ready-made upstream) apply to both.
+    """
+
+    name: str
+    #: the pretraining config table (``kind``, ``model``, ``units``, ``optim`` ...); {} for ready-made
+    pretrain: dict = field(default_factory=dict)
+    upstream: str = ""
+    model: str | None = None
+    layers: list[int] | None = None
+    domains: list[str] = field(default_factory=list)
+
+    @property
+    def pretrained_here(self) -> bool:
+        return not self.upstream
+
+    @classmethod
+    def from_table(cls, name: str, table: Any, where: str) -> "TeacherEntry":
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}.{name} must be a table")
+        table = dict(table)
+        upstream = table.pop("upstream", "")
+        model = table.pop("model", None) if upstream else None
+        layers = table.pop("layers", None)
+        domains = table.pop("domains", None)
+        if upstream:
+            if not isinstance(upstream, str):
+                raise ConfigError(f"{where}.{name}.upstream must be an upstream name")
+            if table:
+                raise ConfigError(f"{where}.{name}: a ready-made upstream takes only {', '.join(TEACHER_KEYS)}; "
+                                  f"got {', '.join(sorted(table))} (pretraining settings need kind = hubert|mert)")
+            if model is not None and not isinstance(model, str):
+                raise ConfigError(f"{where}.{name}.model must be a string")
+        else:
+            kind = table.setdefault("kind", "hubert" if name != "music" else "mert")
+            if kind not in PRETRAIN_KINDS:
+                raise ConfigError(f"{where}.{name}.kind must be one of {', '.join(PRETRAIN_KINDS)} "
+                                  f"(or give upstream = NAME for a ready-made teacher), got {kind!r}")
+        if layers is not None and (not isinstance(layers, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
+            raise ConfigError(f"{where}.{name}.layers must be a list of integers")
+        if isinstance(domains, str):
+            domains = [domains]
+        if domains is None:
+            domains = [] if upstream else [PRETRAIN_KINDS[table["kind"]]]
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ConfigError(f"{where}.{name}.domains must be a list of domain names")
+        return cls(name=name, pretrain=table, upstream=upstream, model=model, layers=layers, domains=domains)
+
+
 @dataclass
 class TeachersSection:
-    #: a pretraining config table (``kind``, ``model``, ``units``, ``optim``, ...) per teacher
-    speech: dict = field(default_factory=dict)
-    music: dict = field(default_factory=dict)
+    """``[teachers.NAME]`` tables, in file order (see :class:`TeacherEntry`)."""
 
-    def validate(self, where: str) -> None:
-        for name in TEACHERS:
-            if not isinstance(getattr(self, name), Mapping):
-                raise ConfigError(f"{where}.{name} must be a table")
+    entries: dict[str, TeacherEntry] = field(default_factory=dict)
+
+    @classmethod
+    def from_raw(cls, raw: Any, where: str) -> "TeachersSection":
+        if raw is None or raw == {}:
+            raw = DEFAULT_TEACHERS
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: expected a table of teachers ([teachers.NAME])")
+        return cls({name: TeacherEntry.from_table(name, table, where) for name, table in raw.items()})
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
 
     def spec(self, name: str) -> dict:
-        return dict(getattr(self, name))
+        """The pretraining config table of a teacher the recipe pretrains."""
+        return dict(self.entries[name].pretrain)
 
 
 @dataclass
@@ -74,7 +146,8 @@ class StudentRun:
     name: str = ""
     #: label of the kind of model in the results ("single", "multi", ...)
     kind: str = ""
-    teachers: list[str] = field(default_factory=lambda: list(TEACHERS))
+    #: teacher names of ``[teachers]``; [] = every teacher
+    teachers: list[str] = field(default_factory=list)
     #: loss weight per teacher name
     weights: dict[str, float] = field(default_factory=dict)
     #: distillation config table merged over ``[students] config``
@@ -85,9 +158,8 @@ class StudentRun:
             raise ConfigError(f"{where}: every [[students.runs]] needs a name")
         if isinstance(self.teachers, str):
             self.teachers = [self.teachers]
-        unknown = [t for t in self.teachers if t not in TEACHERS]
-        if not self.teachers or unknown:
-            raise ConfigError(f"{where}: teachers must be a non-empty list of {', '.join(TEACHERS)}")
+        if not isinstance(self.teachers, list) or not all(isinstance(t, str) for t in self.teachers):
+            raise ConfigError(f"{where}: teachers must be a list of [teachers] names")
         if not isinstance(self.config, Mapping) or not isinstance(self.weights, Mapping):
             raise ConfigError(f"{where}: config and weights must be tables")
 
@@ -116,15 +188,15 @@ class StudentsSection:
 
 @dataclass
 class MergeSection:
-    #: the two student runs whose task vectors are merged
+    #: the two student runs whose task vectors are merged; [] = no merges
     pair: list[str] = field(default_factory=lambda: ["speech_only", "music_only"])
     #: also a TIES merge at lambda 0.5 / 0.5
     ties: bool = True
     ties_k: float = 0.3
 
     def validate(self, where: str) -> None:
-        if not isinstance(self.pair, list) or len(self.pair) != 2:
-            raise ConfigError(f"{where} pair must name two student runs")
+        if not isinstance(self.pair, list) or len(self.pair) not in (0, 2):
+            raise ConfigError(f"{where} pair must name two student runs (or be [] for no merges)")
         if not 0 < self.ties_k <= 1:
             raise ConfigError(f"{where} ties_k must be in (0, 1]")
 
@@ -132,6 +204,13 @@ class MergeSection:
 @dataclass
 class EvaluationSection:
     tasks: list[str] = field(default_factory=lambda: list(TASK_DOMAINS))
+    #: weight-free upstreams evaluated as baselines, e.g. ["mfcc", "logmel"]
+    baselines: list[str] = field(default_factory=lambda: ["mfcc"])
+    #: evaluate every teacher too (as ``teacher_NAME``)
+    teachers: bool = True
+    #: further models by name: {upstream, model (a folder relative to the recipe, or a source
+    #: string), kind}, e.g. the previous default student for comparison
+    models: dict[str, dict] = field(default_factory=dict)
     #: shots per class, as for ``audioembed downstream --shots``
     shots: str = "1,2,4,8,16,all"
     seeds: int = field(default_factory=lambda: _downstream_default("seeds"))
@@ -162,6 +241,18 @@ class EvaluationSection:
                 parse_shots(text)
             except DownstreamError as exc:
                 raise ConfigError(f"{where} shots {text!r}: {exc}") from None
+        if isinstance(self.baselines, str):
+            self.baselines = [self.baselines]
+        if not isinstance(self.baselines, list) or not all(isinstance(b, str) for b in self.baselines):
+            raise ConfigError(f"{where} baselines must be a list of upstream names")
+        if not isinstance(self.models, Mapping):
+            raise ConfigError(f"{where} models must be a table of name = {{upstream, model, kind}}")
+        for name, spec in self.models.items():
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("upstream"), str):
+                raise ConfigError(f"{where} models.{name} needs upstream = NAME")
+            extra = sorted(set(spec) - {"upstream", "model", "kind"})
+            if extra:
+                raise ConfigError(f"{where} models.{name}: unknown key(s) {', '.join(extra)}; known: upstream, model, kind")
         unknown = [t for t in self.tasks if t not in TASK_DOMAINS]
         if unknown:
             raise ConfigError(f"{where} tasks: unknown {unknown}; known: {', '.join(TASK_DOMAINS)}")
@@ -209,8 +300,37 @@ def recipe_from_dict(raw: Mapping, source: str = "<dict>") -> RecipeConfig:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    sections = {name: build_section(cls, raw.get(name) or {}, f"{source}: [{name}]") for name, cls in SECTIONS.items()}
-    return RecipeConfig(source=source, **sections)
+    sections = {name: (TeachersSection.from_raw(raw.get(name), f"{source}: [{name}]") if cls is TeachersSection
+                       else build_section(cls, raw.get(name) or {}, f"{source}: [{name}]"))
+                for name, cls in SECTIONS.items()}
+    recipe = RecipeConfig(source=source, **sections)
+    check_teacher_names(recipe)
+    return recipe
+
+
+def init_teachers(init: str) -> list[str]:
+    """Teacher names a student ``init`` needs (``teacher:NAME``, ``average:NAME,NAME``)."""
+    kind, _, names = init.partition(":")
+    return [n.strip() for n in names.split(",") if n.strip()] if kind in ("teacher", "average") else []
+
+
+def check_teacher_names(recipe: RecipeConfig) -> None:
+    """Student runs and the init may name only teachers the recipe has."""
+    known = recipe.teachers.names
+    where = f"{recipe.source}: [students]"
+    for run in recipe.students.runs:
+        unknown = [t for t in run.teachers if t not in known]
+        if unknown:
+            raise ConfigError(f"{where} run '{run.name}': teachers must be among [teachers] "
+                              f"({', '.join(known)}); unknown: {', '.join(unknown)}")
+        if not run.teachers:
+            run.teachers = list(known)
+        bad_weights = sorted(set(run.weights) - set(run.teachers))
+        if bad_weights:
+            raise ConfigError(f"{where} run '{run.name}': weights for teachers it does not use: {', '.join(bad_weights)}")
+    missing = [t for t in init_teachers(recipe.students.init) if t not in known]
+    if missing:
+        raise ConfigError(f"{where} init {recipe.students.init!r} names unknown teacher(s) {', '.join(missing)}")
 
 
 def read_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[dict, RecipeConfig, Path]:

@@ -187,15 +187,22 @@ def _plot_fewshot(results: dict, names: list[str], task: str, path: Path) -> boo
 def _reading(dom_all: dict, dom_few: dict, kinds: dict[str, str], few: str) -> list[str]:
     """Short answers to the papers' questions, computed from the normalised scores."""
     lines = []
-    multi = [m for m, k in kinds.items() if k == "multi"]
-    merges = [m for m, k in kinds.items() if k == "merge"]
-    ts, tm = dom_all.get("teacher_speech"), dom_all.get("teacher_music")
+    multi = [m for m, k in kinds.items() if k == "multi" and m in dom_all]
+    merges = [m for m, k in kinds.items() if k == "merge" and m in dom_all]
+    teachers = [m for m, k in kinds.items() if k == "teacher" and m in dom_all]
+
+    def best_teacher(dom: dict, key: str) -> str | None:
+        have = [t for t in teachers if t in dom and math.isfinite(dom[t][key])]
+        return max(have, key=lambda t: (dom[t][key], t)) if have else None
+
+    ts, tm = best_teacher(dom_all, "speech"), best_teacher(dom_all, "music")
     base = dom_all.get("mfcc")
     for m in multi:
         d = dom_all[m]
         if ts and tm:
-            lines.append(f"- **Paper A, {m}**: speech {d['speech']:.3f} vs speech teacher {ts['speech']:.3f}; "
-                         f"music {d['music']:.3f} vs music teacher {tm['music']:.3f}.")
+            lines.append(f"- **Paper A, {m}**: speech {d['speech']:.3f} vs the best speech teacher ({ts}) "
+                         f"{dom_all[ts]['speech']:.3f}; music {d['music']:.3f} vs the best music teacher ({tm}) "
+                         f"{dom_all[tm]['music']:.3f}.")
     if merges and multi:
         best_merge = max(merges, key=lambda m: dom_all[m]["overall"])
         ensemble = "multi_every" if "multi_every" in dom_all else multi[0]
@@ -203,19 +210,49 @@ def _reading(dom_all: dict, dom_few: dict, kinds: dict[str, str], few: str) -> l
         verdict = "beats" if a > b else "does not beat"
         lines.append(f"- **Paper B**: the best merge ({best_merge}, overall {a:.3f}) {verdict} ensemble "
                      f"distillation ({ensemble}, overall {b:.3f}).")
-    if dom_few and multi and ts and tm:
-        best_multi = max(multi, key=lambda m: dom_few.get(m, {}).get("overall", float("-inf")))
-        u = dom_few[best_multi]["overall"]
-        t = max(dom_few["teacher_speech"]["overall"], dom_few["teacher_music"]["overall"])
+    few_multi = [m for m in multi if m in dom_few]
+    tf = best_teacher(dom_few, "overall") if dom_few else None
+    if few_multi and tf:
+        best_multi = max(few_multi, key=lambda m: dom_few[m]["overall"])
+        u, t = dom_few[best_multi]["overall"], dom_few[tf]["overall"]
         verdict = "wins" if u > t else "does not win"
         lines.append(f"- **Few-shot ({few} shots)**: the best multi-teacher student ({best_multi}, overall {u:.3f}) "
-                     f"{verdict} against the better teacher (overall {t:.3f}).")
+                     f"{verdict} against the best teacher ({tf}, overall {t:.3f}).")
     if base:
         for domain in ("speech", "music"):
             above = sorted(m for m, d in dom_all.items() if m != "mfcc" and d[domain] > base[domain])
             lines.append(f"- **{domain} vs the mfcc baseline** ({base[domain]:.3f}): "
                          + (f"above it: {', '.join(above)}." if above else "no model is above it."))
     return lines
+
+
+def target_rows(results: dict, tasks: list[str], kinds: dict[str, str], pick: str | None,
+                few: str) -> list[tuple[str, str, str, str, float | None, float | None, str]]:
+    """The pick against every baseline and every ``previous`` model, per task, on the full
+    training sets and at ``few`` shots: (task, column, rival, better?, pick value, rival value, metric).
+
+    "better" compares the task's ranking metric in its own direction; a missing cell is "n/a"."""
+    rows = []
+    if pick is None:
+        return rows
+    rivals = sorted(m for m, k in kinds.items() if k in ("baseline", "previous"))
+    for task in tasks:
+        mine = results.get((pick, task))
+        if mine is None:
+            continue
+        metric = ranking_metric(mine, task)
+        lower = _lower_better(mine, metric)
+        for column in ("all",) + ((few,) if few and few != "all" else ()):
+            a = score(mine, column, metric)
+            for rival in rivals:
+                theirs = results.get((rival, task))
+                b = score(theirs, column, metric) if theirs is not None else None
+                if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+                    verdict = "n/a"
+                else:
+                    verdict = "yes" if (a < b if lower else a > b) else "no"
+                rows.append((task, "full" if column == "all" else f"{few} shots", rival, verdict, a, b, metric))
+    return rows
 
 
 def _summary(results: dict, names: list[str], tasks: list[str], kinds: dict[str, str], dom_all: dict,
@@ -415,6 +452,18 @@ def render_page(data: dict, figures: str, figure_files: list[str] | None = None)
     if s.selection.best is not None:
         lines += ["", f"**Selected unified student: {s.selection.best}** (highest overall normalised score on the "
                   "full training sets among multi-teacher students and merges); copied to `unified_student/`."]
+    targets = target_rows(s.results, tasks, s.kinds, s.selection.best, s.few or "all")
+    if targets:
+        wins = sum(row[3] == "yes" for row in targets)
+        lines += ["", "## The selected student against the baselines and the previous default", "",
+                  f"Per task, full training sets and {s.few} shots: is {s.selection.best} better than each baseline and "
+                  f"each model of kind `previous` (ranking metric, mean over seeds)? Better in {wins} of "
+                  f"{len(targets)} comparisons.", "",
+                  "| task | training set | rival | better? | selected | rival |", "|---|---|---|---|---:|---:|"]
+        for task, column, rival, verdict, a, b, metric in targets:
+            fa = "-" if a is None else f"{a:.3f}"
+            fb = "-" if b is None else f"{b:.3f}"
+            lines.append(f"| {task} ({metric}) | {column} | {rival} | {verdict} | {fa} | {fb} |")
     if s.selection.skipped:
         lines += ["", "Not eligible for the selection: "
                   + "; ".join(f"{m} ({why})" for m, why in s.selection.skipped.items()) + "."]
