@@ -364,3 +364,50 @@ def test_ddp_matches_single_process(world, tmp_path):
         assert a["teachers"]["music"]["samples"] == b["teachers"]["music"]["samples"]
     wa, wb = student_weights(tmp_path / "ddp" / "student"), student_weights(tmp_path / "single" / "student")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
+
+
+def test_normalized_targets_are_centred_unit_rms_and_resume_exactly(world, tmp_path):
+    """loss.normalize_targets: the targets the loss sees on the statistics batches have mean 0
+    per dimension and RMS 1 per layer; cached and online teachers give the same statistics; a
+    resumed run reuses the checkpoint's statistics and ends with the same weights."""
+    loss = {"normalize_targets": True, "target_stats_steps": 2}
+    with single_thread():
+        online = make_trainer(world, tmp_path / "online", loss=loss)
+        stats = online.estimate_target_stats()
+        loader = BatchLoader(online.items, online._sampler(), online._rates(), start_step=0, max_steps=2, workers=0)
+        online.target_stats = stats
+        for teacher in online.teachers:
+            mean, scale = stats[teacher.spec.name]
+            assert mean.shape == (len(teacher.layers), teacher.hidden_size) and scale.shape == (len(teacher.layers), 1)
+            frames = []
+            for step in range(2):
+                for batch in loader.load_step(step).micro_batches:
+                    raw, lengths = online._raw_targets(teacher, batch)
+                    normed = (raw - mean[None, :, None, :]) / scale[None, :, :, None]
+                    frames += [normed[b, :, : int(n)] for b, n in enumerate(lengths)]
+            x = torch.cat(frames, dim=1)  # (K, frames, D)
+            assert x.mean(dim=1).abs().max() < 1e-4
+            assert torch.allclose(x.pow(2).mean(dim=(1, 2)), torch.ones(len(teacher.layers)), atol=1e-3)
+            assert mean.abs().max() > 0.05  # the raw targets were not centred already
+
+        # statistics from the cache (its own tiling of crops, so close to, not equal to, the online ones)
+        from audioembed.distill.cache import prepare_teacher_cache
+
+        raw = raw_config(world, tmp_path / "cached", loss=loss, data={"cache_dir": str(tmp_path / "cache")})
+        prepare_teacher_cache(config_from_dict(raw), progress=False, warn=lambda m: None)
+        cached = Trainer(config_from_dict(raw), progress=False, warn=lambda m: None)
+        from_cache = cached.estimate_target_stats()
+        assert set(from_cache) == set(stats)
+        for name, (mean, scale) in from_cache.items():
+            assert mean.shape == stats[name][0].shape and torch.allclose(scale, stats[name][1], rtol=0.25)
+
+        make_trainer(world, tmp_path / "straight", loss=loss).run()
+        make_trainer(world, tmp_path / "resumed", loss=loss).run(until_step=3)
+        second = make_trainer(world, tmp_path / "resumed", loss=loss)
+        second.estimate_target_stats = None  # resuming must take the checkpoint's statistics
+        second.run()
+    a = student_weights(tmp_path / "straight" / "student")
+    b = student_weights(tmp_path / "resumed" / "student")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "straight" / "student" / "audioembed_student.json").read_text())
+    assert meta["training"]["normalize_targets"] is True

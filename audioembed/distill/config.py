@@ -123,6 +123,17 @@ class LossSection:
     domain_separated: bool = False
     #: project conflicting per-teacher gradients (PCGrad)
     pcgrad: bool = False
+    #: centre each target dimension and scale each target layer to unit RMS, with statistics
+    #: of the first ``target_stats_steps`` global batches: teachers whose outputs live on other
+    #: scales (posteriorgrams in [0, 1], L2-normalised embeddings, layer-normed states) then
+    #: weigh alike in the L1 term, and an offset shared by every frame no longer makes the
+    #: cosine term trivially high
+    normalize_targets: bool = False
+    target_stats_steps: int = 8
+
+    def validate(self, where: str) -> None:
+        if self.target_stats_steps < 1:
+            raise ConfigError(f"{where} target_stats_steps must be >= 1")
 
 
 @dataclass

@@ -246,6 +246,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.distiller, device_ids=ids)
         self.pcgrad_generator = torch.Generator().manual_seed(config.run.seed + 7)
+        #: teacher name -> (mean (K, D), scale (K, 1)) when loss.normalize_targets; set in run()
+        self.target_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- data --------------------------------------------------------------------------
 
@@ -278,6 +280,7 @@ class Trainer:
             "init_fingerprint": self.init_fingerprint,
             "init_report": self.init_report.as_dict(),
             "world_size": self.world.size,
+            "target_stats": {name: [m.cpu(), sc.cpu()] for name, (m, sc) in self.target_stats.items()},
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -291,6 +294,8 @@ class Trainer:
         self.step = int(state["step"])
         self.init_fingerprint = state["init_fingerprint"]
         self.pcgrad_generator.set_state(state["pcgrad_rng"])
+        self.target_stats = {name: (m.to(self.device), sc.to(self.device))
+                             for name, (m, sc) in (state.get("target_stats") or {}).items()}
         if state.get("world_size", 1) == self.world.size:
             torch.set_rng_state(state["rng_cpu"])
             if state.get("rng_cuda") is not None and self.device.type == "cuda":
@@ -315,7 +320,8 @@ class Trainer:
 
     # -- one optimiser step ------------------------------------------------------------
 
-    def _targets(self, teacher: Teacher, batch, student_lengths: torch.Tensor, student_frames: int) -> torch.Tensor:
+    def _raw_targets(self, teacher: Teacher, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, K, T, D)`` targets at the teacher's frame rate and their valid frame counts."""
         if self.cache is not None:
             keys = [crop.key(self.items) for crop in batch.crops]
             targets, lengths = self.cache.targets(teacher.spec.name, keys)
@@ -325,8 +331,50 @@ class Trainer:
                 out = teacher.upstream(wavs.to(self.device), wav_lengths.to(self.device))
             targets = torch.stack([out.hidden_states[i] for i in teacher.layers], dim=1).float()
             lengths = out.lengths
-        targets = targets.to(self.device)
-        return resample_frames(targets, lengths.to(self.device), student_lengths, student_frames)
+        return targets.to(self.device), lengths.to(self.device)
+
+    def _targets(self, teacher: Teacher, batch, student_lengths: torch.Tensor, student_frames: int) -> torch.Tensor:
+        targets, lengths = self._raw_targets(teacher, batch)
+        stats = self.target_stats.get(teacher.spec.name)
+        if stats is not None:  # padding frames change too, but the loss never reads them
+            mean, scale = stats
+            targets = (targets.float() - mean[None, :, None, :]) / scale[None, :, :, None]
+        return resample_frames(targets, lengths, student_lengths, student_frames)
+
+    def estimate_target_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per teacher, over the valid frames of the first ``loss.target_stats_steps`` global
+        batches (the same crops every rank and every resumed run sees): the mean of each target
+        dimension, ``(K, D)``, and the RMS of each centred target layer, ``(K, 1)``.
+
+        One scale per layer, not per dimension: a near-constant dimension (a posterior that is
+        almost always 0) divided by its own tiny deviation would turn rare spikes into outliers
+        that dominate the L1 term."""
+        from .data import BatchLoader
+
+        steps = self.config.loss.target_stats_steps
+        loader = BatchLoader(self.items, self._sampler(), self._rates(), start_step=0, max_steps=steps,
+                             workers=0, warn=self.warn)
+        sums: dict[str, list[torch.Tensor]] = {}
+        for step in range(steps):
+            for batch in loader.load_step(step).micro_batches:
+                for teacher in self.teachers:
+                    targets, lengths = self._raw_targets(teacher, batch)
+                    targets = targets.double()
+                    valid = (torch.arange(targets.shape[2], device=targets.device)[None, :] < lengths[:, None])
+                    x = targets * valid[:, None, :, None]
+                    frames = valid.sum().double()
+                    acc = sums.setdefault(teacher.spec.name, [0.0, 0.0, 0.0])
+                    acc[0] = acc[0] + x.sum(dim=(0, 2))  # (K, D)
+                    acc[1] = acc[1] + (x * x).sum(dim=(0, 2))
+                    acc[2] = acc[2] + frames
+        stats = {}
+        for name, (total, squares, frames) in sums.items():
+            frames = max(float(frames), 1.0)
+            mean = total / frames
+            variance = (squares / frames - mean * mean).clamp(min=0.0)
+            scale = variance.mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-6)
+            stats[name] = (mean.float().to(self.device), scale.float().to(self.device))
+        return stats
 
     def _supervised(self, teacher: Teacher, domains: list[str]) -> torch.Tensor:
         if not self.config.loss.domain_separated or not teacher.spec.domains:
@@ -458,6 +506,7 @@ class Trainer:
                 "domain_separated": cfg.loss.domain_separated,
                 "domain_weights": cfg.data.domain_weights,
                 "pcgrad": cfg.loss.pcgrad,
+                "normalize_targets": cfg.loss.normalize_targets,
                 "seed": cfg.run.seed,
                 "data": {"items": len(self.items), "hours": {d: round(h, 4) for d, h in sorted(hours.items())}},
             },
@@ -487,6 +536,8 @@ class Trainer:
                 print(f"resuming {self.output_dir} from step {self.step}", file=sys.stderr)
         else:
             torch.manual_seed(cfg.run.seed * 1000 + self.world.rank)
+        if cfg.loss.normalize_targets and not self.target_stats:
+            self.target_stats = self.estimate_target_stats()
         stop = min(cfg.optim.max_steps, until_step) if until_step is not None else cfg.optim.max_steps
         logger = _Logger(self.output_dir, self.world.is_main, cfg.run.tensorboard)
         from .data import BatchLoader
