@@ -89,6 +89,11 @@ def parse_shots(text: str) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+#: what the probes learn from (recorded in every result): K-shot probes never train on dev labels
+FIT_PROTOCOL = ("K shots: the K-shot training subset only, dev labels choose settings; "
+                "all: the training part, the linear probe refitted on training + dev with the chosen weight decay")
+
+
 def shots_label(shots: int | None) -> str:
     return "all" if shots is None else str(shots)
 
@@ -215,7 +220,8 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
 
                 def fit(train, dev, test, index, seed=seed, shots=shots):
                     bar.set_postfix_str(f"shots={shots_label(shots)} seed={seed} {folds[index].name}", refresh=False)
-                    outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config, seed)
+                    outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config, seed,
+                                            few_shot=shots is not None)
                     bar.update(1)
                     return outcome
 
@@ -255,7 +261,8 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
         "model": upstream.source,
         "weights_hash": upstream.weights_hash(),
         "config": {**asdict(config), "shots": [shots_label(s) for s in config.shots], "task_options": options},
-        "protocol": {"split": plan.protocol, "folds": len(folds), "pooling": _pooling_label(task, pooling)},
+        "protocol": {"split": plan.protocol, "folds": len(folds), "pooling": _pooling_label(task, pooling),
+                     "training": FIT_PROTOCOL},
         "layers": layers,
         "labels": labels,
         "data": {

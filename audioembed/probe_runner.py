@@ -113,8 +113,11 @@ def per_clip(outputs: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
 
 def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarray], layers: Sequence[int],
                   train: Sequence[int], dev: Sequence[int], test: Sequence[int], config: ProbeConfig,
-                  seed: int) -> FoldOutcome:
+                  seed: int, few_shot: bool = False) -> FoldOutcome:
     """Train on ``train``, select on ``dev``, score on ``test``.
+
+    ``few_shot``: ``train`` is a K-shot subset; the probe then learns from those examples
+    only (dev labels select settings, never train), or it would not be a K-shot probe.
 
     ``feats[i]`` is ``(L, rows, D)`` (one row per chunk, 1 when pooled) for utterance tasks and
     ``(L, T, D)`` frames for CTC.
@@ -162,6 +165,7 @@ def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarra
     model, epoch = train_utterance_probe(
         task.kind, layers, x_train, encoded.y[train][owner_train], x_dev, dev_score, encoded.outputs, config, seed,
         y_dev=encoded.y[dev][owner_dev], rows_are_examples=len(x_train) == len(train) and len(x_dev) == len(dev),
+        refit_with_dev=not few_shot,
     )
     with torch.no_grad():
         outputs = model(torch.from_numpy(x_test)).numpy()

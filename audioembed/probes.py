@@ -140,6 +140,7 @@ def train_utterance_probe(
     seed: int,
     y_dev=None,
     rows_are_examples: bool = True,
+    refit_with_dev: bool = True,
 ) -> tuple[UtteranceProbe, int]:
     """Train on ``(N, L, D)`` features; ``dev_score(outputs_on_dev)`` is higher-is-better.
 
@@ -149,7 +150,7 @@ def train_utterance_probe(
     """
     if config.probe == "linear" and y_dev is not None and x_train.size <= config.full_batch_limit:
         return fit_linear_lbfgs(kind, layers, x_train, y_train, x_dev, y_dev, dev_score, outputs, config, seed,
-                                rows_are_examples), 0
+                                rows_are_examples, refit_with_dev), 0
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     mean, std = standardizer(x_train)
@@ -208,7 +209,7 @@ def _lbfgs(model: UtteranceProbe, kind: TaskKind, x: torch.Tensor, y: torch.Tens
 
 def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray, y_train, x_dev: np.ndarray, y_dev,
                      dev_score: Callable[[np.ndarray], float], outputs: int, config: ProbeConfig,
-                     seed: int, rows_are_examples: bool = True) -> UtteranceProbe:
+                     seed: int, rows_are_examples: bool = True, refit_with_dev: bool = True) -> UtteranceProbe:
     """The linear probe as a regularised logistic (or least-squares) regression, solved exactly.
 
     Mini-batch Adam with early stopping stops short of the optimum on small sets, which made
@@ -220,8 +221,13 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
     the reference uses all its labelled data. Small sets (up to ``config.cv_max_rows`` rows,
     one row per example, >= 3 examples per class) choose the decay by 5-fold cross-validation
     on training + dev instead (fewest held-out errors, loss breaking ties; for other kinds the
-    lowest held-out loss): one dev part of a few dozen examples picks a decay almost at random. Deterministic: the head starts at zero and
-    ``seed`` only seeds torch for symmetry with the other probes.
+    lowest held-out loss): one dev part of a few dozen examples picks a decay almost at random.
+
+    ``refit_with_dev=False`` (few-shot subsets): dev labels must not become training data, or
+    a "1-shot" probe would learn from the whole dev part; each decay is fitted on the training
+    subset alone and the one best on dev is returned as it is (no cross-validation over
+    train + dev either, whose fits would be trained mostly on dev rows). Deterministic: the
+    head starts at zero and ``seed`` only seeds torch for symmetry with the other probes.
     """
     torch.manual_seed(seed)
     mean, std = standardizer(x_train)
@@ -237,7 +243,20 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
         return model
 
     # rows of one clip (chunks) must not straddle cross-validation parts: those use the dev part
-    parts = _cv_parts(kind, x_train, y_train, x_dev, y_dev, config, seed) if rows_are_examples else None
+    parts = _cv_parts(kind, x_train, y_train, x_dev, y_dev, config, seed) if rows_are_examples and refit_with_dev else None
+    if not refit_with_dev:
+        model, best = fresh(), None
+        best_score = -np.inf
+        for decay in config.weight_decays:
+            _lbfgs(model, kind, xt, yt, decay, config.lbfgs_iterations)
+            with torch.no_grad():
+                score = dev_score(model(xd).numpy())
+            if score > best_score + 1e-9:
+                best_score, best = score, (decay, copy.deepcopy(model.state_dict()))
+        model.load_state_dict(best[1])
+        model.eval()
+        model.selected_weight_decay = best[0]
+        return model
     if parts is not None:
         best_decay = _cv_weight_decay(kind, layers, x_train, y_train, x_dev, y_dev, outputs, config, parts, fresh)
     else:

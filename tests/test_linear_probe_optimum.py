@@ -89,3 +89,30 @@ def test_small_set_chooses_weight_decay_by_cross_validation_and_matches_the_refe
     ref = accuracy(y_test, reference.predict(x_test))
     assert probe >= ref - 0.015, (probe, ref)
     assert probe >= optimum - 0.05, (probe, optimum)
+
+
+def test_few_shot_probe_learns_from_its_shots_only():
+    """A K-shot probe must not train on the dev part: here the dev labels are swapped, so a
+    probe refitted on train + dev (what the full-set protocol does) inverts its predictions,
+    while the few-shot probe follows its 2 shots per class."""
+    from audioembed.probe_runner import EncodedTargets, fit_and_score
+    from audioembed.tasks import Task
+
+    class Accuracy(Task):
+        def metrics(self, targets, predictions, scores, labels):
+            return {"accuracy": accuracy(np.asarray(targets), np.asarray(predictions))}
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[3.0, 0.0], [-3.0, 0.0]])
+    y_train, y_dev, y_test = np.array([0, 0, 1, 1]), rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    x = np.concatenate([centres[y] + rng.normal(scale=0.5, size=(len(y), 2)) for y in (y_train, y_dev, y_test)])
+    labels = np.concatenate([y_train, 1 - y_dev, y_test])  # dev labels swapped
+    feats = [row[None, None, :].astype(np.float32) for row in x]  # (L=1, rows=1, D)
+    task = Accuracy()
+    encoded = EncodedTargets(TaskKind.CLASSIFICATION, [str(v) for v in labels], ["0", "1"])
+    train, dev, test = range(0, 4), range(4, 204), range(204, 404)
+    few = fit_and_score(task, encoded, feats, [0], list(train), list(dev), list(test), ProbeConfig(), 0, few_shot=True)
+    full = fit_and_score(task, encoded, feats, [0], list(train), list(dev), list(test), ProbeConfig(), 0)
+    assert few.metrics["accuracy"] > 0.95
+    assert full.metrics["accuracy"] < 0.5  # the full-set protocol does learn from dev: it must not be used for K shots
+

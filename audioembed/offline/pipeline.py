@@ -372,8 +372,10 @@ def _probe_settings(config, ctc: bool) -> dict:
     """What a finished (model, task) result depends on besides the model and the data."""
     from ..downstream import shots_label
 
+    from ..downstream import FIT_PROTOCOL
+
     settings = {"shots": [shots_label(s) for s in config.shots], "seeds": config.seeds, "probe": config.probe,
-                "max_epochs": config.max_epochs, "task_options": config.task_options}
+                "max_epochs": config.max_epochs, "task_options": config.task_options, "training": FIT_PROTOCOL}
     if ctc:
         settings["ctc_head"] = config.ctc_head
     if config.pool != "mean":  # results written before pooling was a setting were mean-pooled
