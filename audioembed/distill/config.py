@@ -209,7 +209,7 @@ class AugmentSection:
                 raise ConfigError(f"{where}.{name}: expected a table, got {value!r}")
             else:
                 value.validate(f"{where}.{name}")
-        if self.band.lowpass_hz[1] >= self.rate / 2:
+        if self.band.prob > 0 and self.band.lowpass_hz[1] >= self.rate / 2:
             raise ConfigError(
                 f"{where}.band.lowpass_hz: corners must lie below half the augmentation rate "
                 f"({self.rate / 2:g} Hz), got {self.band.lowpass_hz}"
