@@ -317,24 +317,27 @@ def time_stretch(x: np.ndarray, factor: float, rate: int) -> np.ndarray:
     if len(x) < n_fft or n_out < 1:  # too short to analyse: plain interpolation
         return np.interp(np.linspace(0, max(len(x) - 1, 0), n_out), np.arange(len(x)), x) if len(x) else np.zeros(n_out)
     hop = n_fft // 4
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), n_fft, hop, window=window,
+    # float32 spectra (the audio is float32); the running phase is summed in float64, where
+    # thousands of frames of advance lose no precision, and wrapped before going back
+    window = torch.hann_window(n_fft, dtype=torch.float32)
+    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), n_fft, hop, window=window,
                       center=True, return_complex=True)  # (F, T)
     frames = spec.shape[1]
     steps = torch.arange(0, frames, 1.0 / factor, dtype=torch.float64)
     spec = torch.cat([spec, torch.zeros_like(spec[:, :1])], dim=1)  # t + 1 exists for the last step
     left = steps.floor().long()
-    frac = (steps - left)[None, :]
-    mag = (1 - frac) * spec[:, left].abs() + frac * spec[:, left + 1].abs()
+    frac = (steps - left).float()[None, :]
+    magnitude = spec.abs()
+    mag = (1 - frac) * magnitude[:, left] + frac * magnitude[:, left + 1]
     expected = 2 * math.pi * hop * torch.arange(spec.shape[0], dtype=torch.float64)[:, None] / n_fft
-    angle = spec.angle()
+    angle = spec.angle().double()
     delta = angle[:, 1:] - angle[:, :-1] - expected
     delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi))
     advance = (expected + delta)[:, left]  # (F, steps)
     phase = angle[:, :1] + torch.cumsum(torch.cat([torch.zeros_like(advance[:, :1]), advance[:, :-1]], dim=1), dim=1)
-    stretched = torch.polar(mag, phase)
+    stretched = torch.polar(mag, torch.remainder(phase, 2 * math.pi).float())
     y = torch.istft(stretched, n_fft, hop, window=window, center=True, length=n_out)
-    return y.numpy()
+    return y.numpy().astype(np.float64)
 
 
 def pitch_shift(x: np.ndarray, ratio: float, rate: int) -> np.ndarray:
