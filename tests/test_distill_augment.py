@@ -77,6 +77,7 @@ def test_config_defaults_off_and_validation(tmp_path):
     path = tmp_path / "cfg.toml"
     path.write_text(dump_toml(cfg))  # the run folder's copy reads back as the same run
     assert load_config(path).identity() == cfg.identity()
+    assert load_config(path, ["data.augment.pitch.prob=0.25"]).data.augment.pitch.prob == 0.25  # --set reaches it
     assert not config_from_dict({**base, "data": {"augment": {"prob": 0.0, "noise": {"prob": 1.0}}}}).data.augment.active
 
     bad = [
