@@ -388,17 +388,21 @@ def _flatten(record: dict | None, prefix: str = "") -> dict:
 def describe_difference(cache: dict | None, config: dict | None) -> str:
     """One line naming how two augmentation records differ, e.g. ``seed: cache 0, config 1``."""
     if cache is None or config is None:
-        def show(r):
-            return "off" if r is None else json.dumps(r, sort_keys=True, separators=(",", ":"))
-
-        return f"cache {show(cache)}, config {show(config)}"
+        return f"cache {_show_record(cache)}, config {_show_record(config)}"
     a, b = _flatten(cache), _flatten(config)
-    parts = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            show = lambda v: "unset" if v is None else json.dumps(v)  # noqa: E731
-            parts.append(f"{key}: cache {show(a.get(key))}, config {show(b.get(key))}")
-    return "; ".join(parts)
+    return "; ".join(
+        f"{key}: cache {_show_value(a.get(key))}, config {_show_value(b.get(key))}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    )
+
+
+def _show_record(record: dict | None) -> str:
+    return "off" if record is None else json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def _show_value(value) -> str:
+    return "unset" if value is None else json.dumps(value)
 
 
 def same_record(a: dict | None, b: dict | None) -> bool:
