@@ -349,16 +349,25 @@ def decode_segment(
     mono = _mono(raw)
     out: dict[int, np.ndarray] = {}
     for rate in wanted:
-        if rate == source_rate:
-            out[rate] = mono
-            continue
         try:
-            resampler = soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality=_QUALITY)
-            y = resampler.resample_chunk(mono, last=True)
+            out[rate] = resample(mono, source_rate, rate)
         except Exception as err:
             raise AudioError(path, f"cannot resample {source_rate} -> {rate} Hz ({err})") from err
-        expected = resampled_length(count, source_rate, rate)
-        if y.shape[0] != expected:  # never seen; keeps planned frame counts honest if soxr changes
-            y = np.pad(y, (0, expected - y.shape[0])) if y.shape[0] < expected else y[:expected]
-        out[rate] = np.ascontiguousarray(y, dtype=np.float32)
     return out
+
+
+def resample(samples: np.ndarray, source_rate: int, rate: int) -> np.ndarray:
+    """A 1-D signal resampled exactly as :func:`load` resamples a file holding just it.
+
+    libsoxr, same quality, one chunk + flush; the result is float32 with
+    :func:`resampled_length` samples (the input itself, as float32, when the rates agree).
+    """
+    mono = np.ascontiguousarray(samples, dtype=np.float32)
+    if rate == source_rate:
+        return mono
+    resampler = soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality=_QUALITY)
+    y = resampler.resample_chunk(mono, last=True)
+    expected = resampled_length(len(mono), source_rate, rate)
+    if y.shape[0] != expected:  # never seen; keeps planned frame counts honest if soxr changes
+        y = np.pad(y, (0, expected - y.shape[0])) if y.shape[0] < expected else y[:expected]
+    return np.ascontiguousarray(y, dtype=np.float32)

@@ -4,12 +4,15 @@ Why: running HuBERT-Base-sized teachers on every step dominates distillation cos
 cache they run once and training only reads float16 targets. Layout of ``cache_dir/``::
 
     crops.jsonl        one line per planned crop: key, item, path, domain, start, duration
+    augment.json       the augmentation the targets were computed on ({"augment": null} = none)
     <teacher>.h5       the teacher's target layers per crop (utterance id = crop key), a
                        feature store written by :class:`~audioembed.store.FeatureWriter`
 
 Because the store is crash-safe and resumable, an interrupted build continues where it
 stopped, and a teacher whose weights or settings differ from the file's is refused instead of
-mixing targets of two models in one file.
+mixing targets of two models in one file. Likewise a build or a training run whose
+``[data.augment]`` settings (or seed) differ from ``augment.json`` is refused: the targets are
+the teachers' outputs on the augmented crops, and other settings mean other audio.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from ..audio import AudioError
 from ..extraction import store_attrs
 from ..store import FeatureReader, FeatureWriter, StoreError
 from ..upstream import Upstream
+from .augment import Augmenter, describe_difference, same_record
 from .config import DistillConfig, TeacherSpec, default_target_layers
 from .data import Crop, CorpusItem, DataError, Warn, collate, default_warn, load_crop, plan_crops, read_corpus
 
 CROPS_FILE = "crops.jsonl"
+AUGMENT_FILE = "augment.json"
 REBUILD_HINT = "rebuild it with `audioembed distill-cache` (into another folder, or delete the old one)"
 
 
@@ -126,16 +131,57 @@ def _write_crop_records(cache_dir: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def read_augment_record(cache_dir: str | os.PathLike) -> dict | None:
+    """The augmentation record of a cache; ``None`` (none) for caches made before it existed."""
+    path = Path(cache_dir) / AUGMENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["augment"]
+        if record is not None and not isinstance(record, dict):
+            raise ValueError("'augment' must be a table or null")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CacheError(f"{path}: not an augmentation record ({exc}); {REBUILD_HINT}") from None
+    return record
+
+
+def check_augment_record(cache_dir: str | os.PathLike, wanted: dict | None) -> None:
+    """Refuse a cache whose targets were computed on other augmented audio than ``wanted``."""
+    stored = read_augment_record(cache_dir)
+    if not same_record(stored, wanted):
+        raise CacheError(
+            f"the cache in {cache_dir} was built with other [data.augment] settings than this config "
+            f"({describe_difference(stored, wanted)}): its targets belong to other audio; {REBUILD_HINT}"
+        )
+
+
+def _write_augment_record(cache_dir: Path, record: dict | None) -> None:
+    """Write augment.json once (before crops.jsonl); a later build must augment the same way."""
+    path = cache_dir / AUGMENT_FILE
+    if path.exists() or (cache_dir / CROPS_FILE).exists():  # a cache without the file holds clean targets
+        check_augment_record(cache_dir, record)
+        if path.exists():
+            return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"augment": record}, sort_keys=True, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------
 
 
-def _cache_attrs(spec: TeacherSpec, upstream: Upstream, layers: list[int], crops: Sequence[Crop]) -> dict:
+def _cache_attrs(spec: TeacherSpec, upstream: Upstream, layers: list[int], crops: Sequence[Crop], augment: dict | None) -> dict:
     # Same header as `audioembed extract` writes, so the files are ordinary feature stores.
     window = int(round(max(c.duration for c in crops) * upstream.sample_rate))
     attrs = store_attrs(upstream, layers, "none", "float16", SimpleNamespace(window=window, context=0))
     attrs["distill_teacher"] = spec.name
+    attrs["distill_augment"] = json.dumps(augment, sort_keys=True)  # provenance; augment.json is checked
     return attrs
 
 
@@ -146,14 +192,14 @@ def _open_writer(path: Path, attrs: dict, name: str) -> FeatureWriter:
         raise CacheError(f"teacher '{name}': {exc} The cache in {path.parent} was made with other weights or settings: {REBUILD_HINT}") from None
 
 
-def _load_batches(items, todo: list[tuple[Crop, str]], rate: int, batch_size: int):
+def _load_batches(items, todo: list[tuple[Crop, str]], rate: int, batch_size: int, augment: Augmenter | None):
     """``[(crop, key, wave or AudioError)]`` per batch, decoded one batch ahead in a thread."""
 
     def load(batch):
         out = []
         for crop, key in batch:
             try:
-                out.append((crop, key, load_crop(items[crop.item], crop, [rate])[rate]))
+                out.append((crop, key, load_crop(items[crop.item], crop, [rate], augment)[rate]))
             except AudioError as exc:
                 out.append((crop, key, exc))
         return out
@@ -177,12 +223,14 @@ def build_teacher_cache(
     device: str | torch.device = "cpu",
     progress: bool = True,
     warn: Warn | None = None,
+    augment: Augmenter | None = None,
 ) -> dict[str, int]:
     """Run every teacher over ``crops`` and store its target layers; returns crops written per teacher.
 
     Resumable: crops already in a teacher's file are skipped. A crop whose audio cannot be
     loaded is reported through ``warn`` and left out (:class:`TeacherCache` trains on the
-    crops every teacher file holds).
+    crops every teacher file holds). With ``augment`` each teacher sees each crop's seeded
+    augmentation, and its record is kept in ``augment.json``.
     """
     from tqdm.auto import tqdm
 
@@ -196,10 +244,15 @@ def build_teacher_cache(
         raise CacheError(f"teacher names must be unique and at least one is needed, got {names}")
     cache_dir = Path(cache_dir)
     plan = [(spec, upstream, target_layers(spec, upstream)) for spec, upstream in teachers]  # validate before writing
+    record = augment.record() if augment is not None else None
+    if augment is not None:
+        for spec, upstream in teachers:
+            augment.check_rates([upstream.sample_rate], f"teacher '{spec.name}'")
     records = _crop_records(items, crops)
     keys = [r["key"] for r in records]
     if len(set(keys)) != len(keys):
         raise CacheError("the crop plan names the same crop twice; plan it with plan_crops")
+    _write_augment_record(cache_dir, record)
     _write_crop_records(cache_dir, records)
     dev = torch.device(device)
     written: dict[str, int] = {}
@@ -207,7 +260,7 @@ def build_teacher_cache(
     warned: set[str] = set()
     for spec, upstream, layers in plan:
         path = teacher_file(cache_dir, spec.name)
-        writer = _open_writer(path, _cache_attrs(spec, upstream, layers, crops), spec.name)
+        writer = _open_writer(path, _cache_attrs(spec, upstream, layers, crops, record), spec.name)
         count = 0
         try:
             todo = [(c, k) for c, k in zip(crops, keys) if k not in writer.done_ids]
@@ -215,7 +268,7 @@ def build_teacher_cache(
             rate = int(upstream.sample_rate)
             bar = tqdm(total=len(todo), unit="crop", desc=f"cache {spec.name}", disable=not progress, file=sys.stderr)
             try:
-                for batch in _load_batches(items, todo, rate, batch_size):
+                for batch in _load_batches(items, todo, rate, batch_size, augment):
                     good = []
                     for crop, key, wave in batch:
                         if isinstance(wave, AudioError):
@@ -283,10 +336,11 @@ def prepare_teacher_cache(
     dev = resolve_device(device or config.run.device)
     items = read_corpus(d.manifests, d.default_domain, d.min_seconds, warn=warn)
     crops = plan_crops(items, d.crop_seconds, d.min_seconds, d.cache_crops, config.run.seed)
+    augment = Augmenter(d.augment, config.run.seed, warn=warn) if d.augment.active else None
     teachers = load_teachers(config, dev)
     written = build_teacher_cache(
         items, crops, [(t.spec, t.upstream) for t in teachers], cache_dir,
-        batch_size=batch_size, device=str(dev), progress=progress, warn=warn,
+        batch_size=batch_size, device=str(dev), progress=progress, warn=warn, augment=augment,
     )
     return CacheBuild(cache_dir, len(crops), float(sum(c.duration for c in crops)), written)
 
@@ -326,7 +380,8 @@ class TeacherCache:
     """Cached targets of several teachers, read during training.
 
     Given the teachers' upstreams, checks each file was made with the same weights and target
-    layers; without (``None``), trusts the files.
+    layers; without (``None``), trusts the files. Always checks that the targets were computed
+    on the audio ``augment`` (an :meth:`Augmenter.record`, ``None`` = no augmentation) describes.
     """
 
     def __init__(
@@ -335,10 +390,12 @@ class TeacherCache:
         teachers: Sequence[tuple[TeacherSpec, Upstream | None]],
         *,
         warn: Warn | None = None,
+        augment: dict | None = None,
     ):
         self.cache_dir = Path(cache_dir)
         self.warn = warn or default_warn
         self.records = read_crop_records(self.cache_dir)
+        check_augment_record(self.cache_dir, augment)
         self.readers: dict[str, FeatureReader] = {}
         self.layers: dict[str, list[int]] = {}
         try:
@@ -460,10 +517,13 @@ class TeacherCache:
 
 
 __all__ = [
+    "AUGMENT_FILE",
     "CROPS_FILE",
     "CacheError",
     "TeacherCache",
     "build_teacher_cache",
+    "check_augment_record",
+    "read_augment_record",
     "read_crop_records",
     "target_layers",
     "teacher_file",

@@ -52,6 +52,175 @@ class TeacherSpec:
             self.domains = [self.domains]
 
 
+def _check_range(value: Any, where: str, low: float, high: float, unit: str = "") -> list[float]:
+    """``[min, max]`` with ``low <= min <= max <= high``, as floats."""
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+    ):
+        raise ConfigError(f"{where}: expected [min, max], got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if not low <= lo <= hi <= high:
+        raise ConfigError(f"{where}: need {low:g} <= min <= max <= {high:g}{unit}, got {value!r}")
+    return [lo, hi]
+
+
+def _check_prob(value: float, where: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{where}: a probability must lie in [0, 1], got {value!r}")
+
+
+#: generated noise colours and their spectral slope alpha (power ~ 1/f^alpha)
+NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+
+
+@dataclass
+class NoiseAugment:
+    """Additive noise at a random SNR (signal power over noise power of the crop)."""
+
+    prob: float = 0.0
+    #: SNR range in dB, drawn uniformly
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])
+    #: generated noise colours, one drawn uniformly per noisy crop
+    colours: list[str] = field(default_factory=lambda: list(NOISE_COLOURS))
+    #: noise recordings (manifests or folders); [] = generated noise only
+    files: list[str] = field(default_factory=list)
+    #: share of noisy crops that take a random stretch of a noise recording (needs files)
+    file_prob: float = 0.5
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        _check_prob(self.file_prob, f"{where}.file_prob")
+        self.snr_db = _check_range(self.snr_db, f"{where}.snr_db", -30.0, 100.0, " dB")
+        if isinstance(self.files, str):
+            self.files = [self.files]
+        if not isinstance(self.colours, list) or not self.colours or any(c not in NOISE_COLOURS for c in self.colours):
+            raise ConfigError(f"{where}.colours: expected a non-empty list of {', '.join(NOISE_COLOURS)}, got {self.colours!r}")
+
+
+@dataclass
+class ReverbAugment:
+    """Synthetic room reverberation (:func:`audioembed.acoustics.room_response`)."""
+
+    prob: float = 0.0
+    #: reverberation time range in seconds
+    rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        self.rt60 = _check_range(self.rt60, f"{where}.rt60", 0.05, 3.0, " s")
+
+
+@dataclass
+class SpeedAugment:
+    """Kaldi-style speed perturbation: resampling changes tempo and pitch together."""
+
+    prob: float = 0.0
+    #: speed factor range (1.1 = 10 % faster and higher)
+    factor: list[float] = field(default_factory=lambda: [0.9, 1.1])
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        self.factor = _check_range(self.factor, f"{where}.factor", 0.5, 2.0)
+
+
+@dataclass
+class PitchAugment:
+    """Pitch shift without tempo change (phase-vocoder stretch, then resampling)."""
+
+    prob: float = 0.0
+    #: shift range in semitones
+    semitones: list[float] = field(default_factory=lambda: [-2.0, 2.0])
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        self.semitones = _check_range(self.semitones, f"{where}.semitones", -12.0, 12.0)
+
+
+@dataclass
+class BandAugment:
+    """Band limiting: a random low-pass, or the telephone band (300-3400 Hz)."""
+
+    prob: float = 0.0
+    #: low-pass corner range in Hz
+    lowpass_hz: list[float] = field(default_factory=lambda: [3000.0, 8000.0])
+    #: share of band-limited crops that get the telephone band-pass instead of a low-pass
+    telephone_prob: float = 0.25
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        _check_prob(self.telephone_prob, f"{where}.telephone_prob")
+        self.lowpass_hz = _check_range(self.lowpass_hz, f"{where}.lowpass_hz", 100.0, 1e6, " Hz")
+
+
+@dataclass
+class GainAugment:
+    """A random gain in dB (the crop's peak is then kept below full scale)."""
+
+    prob: float = 0.0
+    #: gain range in dB
+    db: list[float] = field(default_factory=lambda: [-12.0, 6.0])
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        self.db = _check_range(self.db, f"{where}.db", -60.0, 30.0, " dB")
+
+
+#: the augmentations in the order they are applied to a crop
+AUGMENTATIONS = {
+    "speed": SpeedAugment,
+    "pitch": PitchAugment,
+    "reverb": ReverbAugment,
+    "noise": NoiseAugment,
+    "band": BandAugment,
+    "gain": GainAugment,
+}
+
+
+@dataclass
+class AugmentSection:
+    """On-the-fly augmentation of training crops (``[data.augment]``); off by default.
+
+    Each crop's augmentation is drawn from ``(run.seed, crop key)`` only, so the teacher
+    cache and the trainer produce the same augmented crop (:mod:`.augment`).
+    """
+
+    #: share of crops augmented at all (each augmentation then by its own prob); the rest stays clean
+    prob: float = 1.0
+    #: sample rate (Hz) at which a crop is augmented once, then resampled to every rate needed
+    rate: int = 24000
+    speed: SpeedAugment = field(default_factory=SpeedAugment)
+    pitch: PitchAugment = field(default_factory=PitchAugment)
+    reverb: ReverbAugment = field(default_factory=ReverbAugment)
+    noise: NoiseAugment = field(default_factory=NoiseAugment)
+    band: BandAugment = field(default_factory=BandAugment)
+    gain: GainAugment = field(default_factory=GainAugment)
+
+    def validate(self, where: str) -> None:
+        _check_prob(self.prob, f"{where}.prob")
+        if not 8000 <= self.rate <= 192000:
+            raise ConfigError(f"{where}.rate: expected a sample rate in 8000..192000 Hz, got {self.rate!r}")
+        for name, cls in AUGMENTATIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setattr(self, name, build_section(cls, value, f"{where}.{name}"))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{where}.{name}: expected a table, got {value!r}")
+            else:
+                value.validate(f"{where}.{name}")
+        if self.band.prob > 0 and self.band.lowpass_hz[1] >= self.rate / 2:
+            raise ConfigError(
+                f"{where}.band.lowpass_hz: corners must lie below half the augmentation rate "
+                f"({self.rate / 2:g} Hz), got {self.band.lowpass_hz}"
+            )
+
+    @property
+    def active(self) -> bool:
+        """Whether any crop can be augmented."""
+        return self.prob > 0 and any(getattr(self, name).prob > 0 for name in AUGMENTATIONS)
+
+
 @dataclass
 class DataSection:
     #: corpus manifests (.csv/.tsv/.jsonl with path[, id, domain]) or folders
@@ -70,8 +239,16 @@ class DataSection:
     cache_dir: str = ""
     #: crops per item in the cache: "cover" tiles each item, an integer draws that many
     cache_crops: str | int = "cover"
+    #: on-the-fly augmentation ([data.augment]); off unless some augmentation has prob > 0
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     def validate(self, where: str) -> None:
+        if isinstance(self.augment, Mapping):
+            self.augment = build_section(AugmentSection, self.augment, f"{where}.augment")
+        elif not isinstance(self.augment, AugmentSection):
+            raise ConfigError(f"{where}.augment: expected a table, got {self.augment!r}")
+        else:
+            self.augment.validate(f"{where}.augment")
         if isinstance(self.manifests, str):
             self.manifests = [self.manifests]
         if self.batch_size < 1:
@@ -229,6 +406,7 @@ def config_from_dict(raw: Mapping, base_dir: str | os.PathLike | None = None, so
     data.manifests = [resolve_path(m, base) for m in data.manifests]
     if data.cache_dir:
         data.cache_dir = resolve_path(data.cache_dir, base)
+    data.augment.noise.files = [resolve_path(f, base) for f in data.augment.noise.files]
     run.output_dir = resolve_path(run.output_dir, base)
     if student.init not in ("random",) and not student.init.startswith(("teacher:", "average:")):
         student.init = resolve_path(student.init, base)

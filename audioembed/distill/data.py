@@ -19,7 +19,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ import torch
 from ..errors import AudioEmbedError
 from ..audio import AudioError, check_rate, decode_segment, probe
 from ..inputs import InputError, collect_inputs
+
+if TYPE_CHECKING:
+    from .augment import Augmenter
 
 Warn = Callable[[str], None]
 
@@ -338,13 +341,17 @@ def crop_frames(item: CorpusItem, crop: Crop) -> tuple[int, int]:
     return start, max(0, min(count, item.frames - start))
 
 
-def load_crop(item: CorpusItem, crop: Crop, rates: Iterable[int]) -> dict[int, np.ndarray]:
+def load_crop(item: CorpusItem, crop: Crop, rates: Iterable[int], augment: "Augmenter | None" = None) -> dict[int, np.ndarray]:
     """Only the crop's segment of ``item``, mono float32, at each rate in ``rates``.
 
     Resampled exactly as :func:`audioembed.audio.load` does (libsoxr, same quality), so each
-    array has :func:`~audioembed.audio.resampled_length` samples of the segment. Raises
-    :class:`~audioembed.audio.AudioError` naming the file when it cannot be used.
+    array has :func:`~audioembed.audio.resampled_length` samples of the segment. With
+    ``augment``, the crop's seeded augmentation is applied once and the one augmented signal
+    is resampled to each rate (:mod:`.augment`). Raises :class:`~audioembed.audio.AudioError`
+    naming the file when it cannot be used.
     """
+    if augment is not None:
+        return augment.load(item, crop, rates)
     start, count = crop_frames(item, crop)
     if count <= 0:
         raise AudioError(item.path, f"crop at {crop.start:.3f} s lies outside the file ({item.duration:.3f} s)")
@@ -402,7 +409,8 @@ class BatchLoader:
     ahead; ``workers=0`` loads in the calling thread). A crop whose file fails is replaced by
     up to ``retries`` redraws from the same domain (:meth:`StepSampler.redraw`), then by the
     next loaded crop of the same micro-batch, so the batch size never changes and the content
-    of a step depends only on the seed, the step and which files are broken.
+    of a step depends only on the seed, the step and which files are broken. With ``augment``
+    every crop gets its seeded augmentation (a function of the crop, not of the step).
     """
 
     def __init__(
@@ -420,8 +428,10 @@ class BatchLoader:
         prefetch: int = 2,
         retries: int = 3,
         warn: Warn | None = None,
+        augment: "Augmenter | None" = None,
     ):
         self.items = list(items)
+        self.augment = augment
         self.sampler = sampler
         self.rates = sorted({check_rate(r) for r in rates})
         if not self.rates:
@@ -463,7 +473,7 @@ class BatchLoader:
             if attempt:
                 crop = self.sampler.redraw(step, slot, attempt - 1, domain)
             try:
-                return crop, load_crop(self.items[crop.item], crop, self.rates)
+                return crop, load_crop(self.items[crop.item], crop, self.rates, self.augment)
             except AudioError as exc:
                 self._report(exc)
         return None

@@ -218,13 +218,24 @@ class Trainer:
 
         self.cache = None
         teachers = load_teachers(config, self.device)
+        self.augment = None
+        if config.data.augment.active:
+            from .augment import Augmenter
+
+            self.augment = Augmenter(config.data.augment, config.run.seed, warn=self.warn)
+            self.augment.check_rates([config.student.sample_rate], "the student")
+            for t in teachers:
+                self.augment.check_rates([t.sample_rate], f"teacher '{t.spec.name}'")
         # The student may be initialised from a teacher's weights, so build it before the
         # teachers are dropped for cached targets.
         self.distiller, self.init_report, self.init_fingerprint = build_distiller(config, teachers)
         if config.data.cache_dir:
             from .cache import TeacherCache
 
-            self.cache = TeacherCache(config.data.cache_dir, [(t.spec, t.upstream) for t in teachers])
+            self.cache = TeacherCache(
+                config.data.cache_dir, [(t.spec, t.upstream) for t in teachers],
+                augment=self.augment.record() if self.augment is not None else None,
+            )
             for t in teachers:  # cached targets: the teachers' weights are no longer needed
                 t.upstream = None
         self.teachers = teachers
@@ -508,6 +519,7 @@ class Trainer:
                 "pcgrad": cfg.loss.pcgrad,
                 "normalize_targets": cfg.loss.normalize_targets,
                 "seed": cfg.run.seed,
+                "augment": self.augment.record() if self.augment is not None else None,
                 "data": {"items": len(self.items), "hours": {d: round(h, 4) for d, h in sorted(hours.items())}},
             },
         }
@@ -546,7 +558,7 @@ class Trainer:
         loader = BatchLoader(
             self.items, sampler, self._rates(), start_step=self.step, max_steps=stop,
             rank=self.world.rank, world=self.world.size, accumulate=cfg.optim.accumulate,
-            workers=cfg.run.workers, warn=self.warn,
+            workers=cfg.run.workers, warn=self.warn, augment=self.augment,
         )
         bar = None
         if self.progress:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...acoustics import coloured_noise, room_response
 from ...audio import AudioError, load, probe
 from .common import DOMAIN, MANIFEST_COLUMNS, SAMPLE_RATE, seeded_rng
 from .engines import Engine, SynthRequest
@@ -27,35 +28,13 @@ _TAIL_SECONDS = 0.2
 
 def _coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise with a random 1/f^alpha spectrum (alpha in [0, 2]: white to brown)."""
-    alpha = rng.uniform(0.0, 2.0)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, d=1.0 / SAMPLE_RATE)
-    freqs[0] = freqs[1] if n > 1 else 1.0
-    shaped = np.fft.irfft(spectrum / freqs ** (alpha / 2.0), n=n)
-    return shaped / (np.sqrt(np.mean(shaped**2)) + 1e-12)
-
-
-def _room_response(rt60: float, rng: np.random.Generator) -> np.ndarray:
-    """A direct path plus exponentially decaying noise (60 dB down after ``rt60`` s)."""
-    length = int(rt60 * SAMPLE_RATE)
-    t = np.arange(length) / SAMPLE_RATE
-    tail = rng.standard_normal(length) * np.exp(-6.9078 * t / rt60)
-    # walls absorb highs: a gentle low-pass on the tail (2nd-order Butterworth magnitude)
-    cutoff = rng.uniform(3000.0, 7000.0)
-    freqs = np.fft.rfftfreq(length, d=1.0 / SAMPLE_RATE)
-    tail = np.fft.irfft(np.fft.rfft(tail) / np.sqrt(1.0 + (freqs / cutoff) ** 4), n=length)
-    delay = int(rng.uniform(0.002, 0.01) * SAMPLE_RATE)
-    tail[:delay] = 0.0
-    drr_db = rng.uniform(0.0, 8.0)  # direct-to-reverberant energy ratio
-    tail *= np.sqrt(10 ** (-drr_db / 10.0) / (np.sum(tail**2) + 1e-12))
-    tail[0] = 1.0
-    return tail
+    return coloured_noise(n, rng.uniform(0.0, 2.0), rng, SAMPLE_RATE)
 
 
 def _postprocess(wave: np.ndarray, utt: PlannedUtterance, seed: int) -> np.ndarray:
     x = wave.astype(np.float64)
     if utt.rt60 is not None:
-        ir = _room_response(utt.rt60, seeded_rng(seed, "room", utt.id))
+        ir = room_response(utt.rt60, seeded_rng(seed, "room", utt.id), SAMPLE_RATE)
         n = len(x) + len(ir) - 1
         size = 1 << (n - 1).bit_length()
         wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), n=size)
