@@ -44,3 +44,28 @@ def audioembed_dsuperb_judges():
     [0, 1] (1.0 correct) or None when the answer cannot be judged (counted as N/A). Keep this
     cheap: create API clients or load models inside the callable, on first use.
     """
+
+
+class SpecPlugin:
+    """A plugin object that registers fixed lists of specs.
+
+    One entry point may name an instance (``hf = "my_package.catalog:hf"``), so a package can
+    list all its upstreams and tasks in one light module, each ``load``/``build`` a
+    :class:`audioembed.LazyImport` of the module that implements it.
+    """
+
+    def __init__(self, upstreams: list | tuple = (), tasks: list | tuple = ()) -> None:
+        self.upstreams = list(upstreams)
+        self.tasks = list(tasks)
+
+    @hookimpl
+    def audioembed_upstreams(self):
+        return self.upstreams
+
+    @hookimpl
+    def audioembed_tasks(self):
+        return self.tasks
+
+    def __repr__(self) -> str:
+        names = [spec.name for spec in (*self.upstreams, *self.tasks)]
+        return f"SpecPlugin({', '.join(names)})"
