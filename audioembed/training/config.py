@@ -185,6 +185,24 @@ def config_identity(config_dict: dict, resumable: set[str]) -> dict:
     return d
 
 
+class TrainerConfig:
+    """What the configs of the trainers (``DistillConfig``, ``PretrainConfig``) share.
+
+    A subclass is a dataclass with a ``source`` field (the file it came from, for messages; no
+    part of the config) and a ``run`` section whose ``RESUMABLE`` fields may change between a
+    run and its resumption.
+    """
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+    def identity(self) -> dict:
+        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
+        return config_identity(self.as_dict(), self.run.RESUMABLE)
+
+
 def config_differences(a: dict, b: dict) -> list[str]:
     """Names of the fields (``section.field``, or a top-level name) where two config dicts differ."""
     diffs = [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
