@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, CropDataSection, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 
@@ -52,11 +52,7 @@ class TeacherSpec:
 
 
 @dataclass
-class DataSection:
-    #: corpus manifests (.csv/.tsv/.jsonl with path[, id, domain]) or folders
-    manifests: list[str] = field(default_factory=list)
-    #: domain of items whose manifest has no 'domain' column
-    default_domain: str = "speech"
+class DataSection(CropDataSection):
     #: longest training crop; DistilHuBERT: 250,000 samples at 16 kHz
     crop_seconds: float = 15.625
     #: shorter items (or last windows) are dropped
@@ -71,12 +67,7 @@ class DataSection:
     cache_crops: str | int = "cover"
 
     def validate(self, where: str) -> None:
-        if isinstance(self.manifests, str):
-            self.manifests = [self.manifests]
-        if self.batch_size < 1:
-            raise ConfigError(f"{where} batch_size must be >= 1")
-        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
-            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
+        super().validate(where)
         if not (self.cache_crops == "cover" or (isinstance(self.cache_crops, int) and self.cache_crops >= 1)):
             raise ConfigError(f"{where} cache_crops must be \"cover\" or a positive integer")
         if self.domain_weights and any((not isinstance(v, (int, float))) or v < 0 for v in self.domain_weights.values()):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, CropDataSection, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 KINDS = ("hubert", "mert")
@@ -65,24 +65,9 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class DataSection:
-    #: corpus manifests (.csv/.tsv/.jsonl with a path column) or folders
-    manifests: list[str] = field(default_factory=list)
-    #: domain recorded for items without a 'domain' column (informational)
-    default_domain: str = "speech"
-    #: random training crops of this length (shorter items are used whole, zero-padded)
-    crop_seconds: float = 4.0
-    #: shorter items are skipped
-    min_seconds: float = 1.0
-    batch_size: int = 8
-
-    def validate(self, where: str) -> None:
-        if isinstance(self.manifests, str):
-            self.manifests = [self.manifests]
-        if self.batch_size < 1:
-            raise ConfigError(f"{where} batch_size must be >= 1")
-        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
-            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
+class DataSection(CropDataSection):
+    """The shared crop fields (``default_domain`` is informational here); crops are random
+    windows of ``crop_seconds``, and shorter items are used whole, zero-padded."""
 
 
 @dataclass

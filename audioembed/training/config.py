@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 from ..errors import AudioEmbedError
@@ -208,3 +209,31 @@ def config_differences(a: dict, b: dict) -> list[str]:
     diffs = [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
     diffs += [f"{s}.{k}" for s in b if isinstance(b[s], dict) for k in b[s] if (a.get(s) or {}).get(k) != b[s][k]]
     return diffs
+
+
+@dataclass
+class CropDataSection:
+    """The ``[data]`` fields every trainer reads: audio from manifests, cut into random crops.
+
+    Each trainer's ``DataSection`` derives from it, sets its own defaults and says how it uses
+    crops (the distillation drops shorter items, pretraining pads them).
+    """
+
+    #: corpus manifests (.csv/.tsv/.jsonl with a path column, optionally id and domain) or folders
+    manifests: list[str] = field(default_factory=list)
+    #: domain of items whose manifest has no 'domain' column
+    default_domain: str = "speech"
+    #: length of a training crop
+    crop_seconds: float = 4.0
+    #: shorter items are skipped
+    min_seconds: float = 1.0
+    #: items per optimiser step
+    batch_size: int = 8
+
+    def validate(self, where: str) -> None:
+        if isinstance(self.manifests, str):
+            self.manifests = [self.manifests]
+        if self.batch_size < 1:
+            raise ConfigError(f"{where} batch_size must be >= 1")
+        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
+            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
