@@ -15,8 +15,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from .errors import AudioEmbedError
-from .hookspecs import hookimpl
-from .specs import TaskSpec, UpstreamError, UpstreamSpec
+from .hookspecs import SpecPlugin, hookimpl
+from .specs import LazyImport, PluginImportError, TaskSpec, UpstreamError, UpstreamSpec
 from .registry import load_upstream, get_registry
 
 
@@ -42,6 +42,9 @@ __all__ = [
     "__version__",
     "AudioEmbedError",
     "hookimpl",
+    "SpecPlugin",
+    "LazyImport",
+    "PluginImportError",
     "Upstream",
     "UpstreamOutput",
     "UpstreamSpec",

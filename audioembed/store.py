@@ -269,6 +269,37 @@ def _drop_resolved_failures(dst: h5py.File) -> None:
             del failed[key]
 
 
+def _copy_store(dst: h5py.File, path: str | os.PathLike, src: h5py.File | None = None) -> int:
+    """Copy the records of the store at ``path`` into ``dst``; returns utterances added.
+
+    Reads through ``src`` when the caller holds it open already. A source that cannot be read
+    raises a StoreError naming it; a full disk and errors of ``dst`` pass through unchanged.
+    """
+    try:
+        if src is not None:
+            return _copy_records(src, dst)
+        with h5py.File(path, "r") as opened:
+            return _copy_records(opened, dst)
+    except _H5_ERRORS as exc:
+        if _is_disk_full(exc) or isinstance(exc, StoreError):
+            raise
+        raise _read_failure(path, exc) from None
+
+
+@contextmanager
+def _replacement(tmp: Path, target: Path) -> Iterator[None]:
+    """Write ``tmp``, the file that will replace ``target``: synced when the block succeeds,
+    removed when it fails (HDF5 errors become one StoreError naming ``target``)."""
+    try:
+        yield
+        _fsync_file(tmp)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, _H5_ERRORS) and not isinstance(exc, StoreError):
+            raise _write_failure(target, exc) from None
+        raise
+
+
 def _sealed_parts(path: Path) -> list[Path]:
     # glob.glob (not Path.glob): a parts folder deleted while it is listed gives no error
     return sorted(Path(p) for p in glob.glob(glob.escape(str(parts_dir(path))) + "/part-*.h5"))
@@ -288,24 +319,12 @@ def consolidate(path: str | os.PathLike) -> int:
     added = 0
     if parts:
         tmp = path.with_name(path.name + ".consolidate.tmp")
-        try:
+        with _replacement(tmp, path):
             shutil.copyfile(path, tmp)
             with h5py.File(tmp, "a") as dst:
                 for part in parts:
-                    try:
-                        with h5py.File(part, "r") as src:
-                            added += _copy_records(src, dst)
-                    except _H5_ERRORS as exc:
-                        if _is_disk_full(exc) or isinstance(exc, StoreError):
-                            raise
-                        raise _read_failure(part, exc) from None
+                    added += _copy_store(dst, part)
                 _drop_resolved_failures(dst)
-            _fsync_file(tmp)
-        except BaseException as exc:
-            _remove_quietly(tmp)
-            if isinstance(exc, _H5_ERRORS) and not isinstance(exc, StoreError):
-                raise _write_failure(path, exc) from None
-            raise
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     shutil.rmtree(pdir, ignore_errors=True)
@@ -962,25 +981,14 @@ def gather(
     tmp = output.with_name(output.name + ".tmp")
     with FeatureReader(inputs, allow_incomplete=allow_incomplete) as reader:
         attrs = {k: v for k, v in reader.attrs.items() if not k.startswith("shard_")}
-        try:
+        with _replacement(tmp, output):
             with h5py.File(tmp, "w") as dst:
                 for key, value in attrs.items():
                     dst.attrs[key] = value
                 dst.create_group(UTTERANCES)
                 count = 0
                 for path, src in zip(reader.files, reader._handles):
-                    try:
-                        count += _copy_records(src, dst)
-                    except _H5_ERRORS as exc:
-                        if _is_disk_full(exc) or isinstance(exc, StoreError):
-                            raise
-                        raise _read_failure(path, exc) from None
+                    count += _copy_store(dst, path, src)
                 _drop_resolved_failures(dst)
-            _fsync_file(tmp)
-        except BaseException as exc:
-            _remove_quietly(tmp)
-            if isinstance(exc, _H5_ERRORS) and not isinstance(exc, StoreError):
-                raise _write_failure(output, exc) from None
-            raise
     os.replace(tmp, output)
     return count

@@ -78,7 +78,6 @@ class Task:
 
     name: str = ""
     kind: TaskKind = TaskKind.CLASSIFICATION
-    summary: str = ""
     #: metric used for early stopping and the summary table (higher is better unless listed
     #: in ``lower_is_better``)
     primary_metric: str = "accuracy"

@@ -9,7 +9,8 @@ operators only pay off when each forward pass has enough work (a large model on 
 and the cores are actually free. So:
 
 * an explicit count wins: ``--threads N`` on the commands that compute, else ``AUDIOEMBED_THREADS``,
-  else ``OMP_NUM_THREADS``;
+  else ``OMP_NUM_THREADS``; commands that train or run a pipeline hold it for their whole run
+  (:func:`command_threads`);
 * otherwise a forward pass with little work (parameters x seconds of audio below
   :data:`SMALL_WORK`) gets one thread, whatever the machine;
 * otherwise as many threads as there are idle cores (usable cores minus the 1-minute load
@@ -126,6 +127,30 @@ def compute_threads(choice: ThreadChoice | int):
             yield count
     finally:
         apply_threads(previous)
+
+
+@contextlib.contextmanager
+def command_threads(requested: int | str | None):
+    """The thread policy of a whole command that trains or runs a pipeline (``distill``,
+    ``pretrain``, ``reproduce``, ``dsuperb eval``, ...).
+
+    torch and the BLAS pools get ``requested`` threads (else ``$AUDIOEMBED_THREADS``, else
+    ``$OMP_NUM_THREADS``, else the idle cores: a trainer's model is not small). An explicit count
+    is also exported as ``$AUDIOEMBED_THREADS`` inside the block, so every step below that chooses
+    its own count (extraction, probes) honours ``--threads`` too; both are restored afterwards.
+    """
+    explicit = requested_threads(requested)
+    previous = os.environ.get(ENV_VAR)
+    if explicit is not None:
+        os.environ[ENV_VAR] = str(explicit)
+    try:
+        with compute_threads(choose_threads(explicit)) as count:
+            yield count
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
 
 
 def apply_threads(choice: ThreadChoice | int) -> int:

@@ -2,12 +2,13 @@
 """Start-up time of the command line: ``audioembed --help`` and ``audioembed plugins``.
 
 Each command runs ``--repeats`` times in a fresh process, for the working tree's code and, with
-``--baseline REV``, for the code of git revision REV (unpacked with ``git archive``; the built-in
-plugins are the installed ones for both). Also counts which heavy modules (torch, transformers,
-h5py) each command imports. Writes ``docs/benchmarks/cli_startup_bench.md`` wholly from the
-measurements::
+``--baseline REV``, for the code of git revision REV: its ``audioembed`` package, its built-in
+plugins (``plugins/``, ``downstreams/``) and its entry points, unpacked with ``git archive`` into a
+folder that shadows the installed distribution on ``PYTHONPATH``. Also counts which heavy modules
+(torch, transformers, h5py, ...) each command imports. Writes ``docs/benchmarks/cli_startup_bench.md``
+wholly from the measurements::
 
-    python bench/cli_startup_bench.py --baseline 5b9873c
+    python bench/cli_startup_bench.py --baseline bb0c51b
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "h5py", "sklearn")
+HEAVY = ("torch", "transformers", "h5py", "sklearn", "numpy", "onnx")
+#: repository folder -> the package name it is installed under (pyproject.toml, [tool.setuptools])
+PACKAGES = {"audioembed": "audioembed", "plugins": "audioembed_plugins", "downstreams": "audioembed_downstreams"}
 PROBE = ("import runpy, sys\n"
          "sys.argv = ['audioembed', *sys.argv[1:]]\n"
          "try:\n    runpy.run_module('audioembed.cli', run_name='__main__')\n"
@@ -46,6 +50,29 @@ def run(args: list[str], pythonpath: Path | None, cwd: Path) -> tuple[float, str
     return wall, heavy or "none"
 
 
+def unpack_revision(revision: str, into: Path) -> None:
+    """The code of ``revision`` under ``into``, importable as installed, with its own entry points.
+
+    A stand-in ``audioembed`` dist-info carries the revision's ``audioembed`` entry points, so the
+    registry imports that revision's plugin modules; being first on ``sys.path`` it hides the
+    installed distribution of the same name from ``importlib.metadata``.
+    """
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, *PACKAGES, "pyproject.toml"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for folder, package in PACKAGES.items():
+        if folder != package:
+            (into / folder).rename(into / package)
+    project = tomllib.loads((into / "pyproject.toml").read_text())["project"]
+    points = project["entry-points"]["audioembed"]
+    dist_info = into / "audioembed-0.0.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: audioembed\nVersion: 0.0.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[audioembed]\n" + "".join(f"{name} = {value}\n" for name, value in points.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default=None, help="git revision to measure as 'before'")
@@ -57,10 +84,7 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("after (working tree)", REPO)]
     if args.baseline:
         base = scratch / "baseline"
-        base.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "audioembed"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        unpack_revision(args.baseline, base)
         trees.insert(0, (f"before ({args.baseline})", base))
     rows = []
     for command in (["--help"], ["plugins"]):

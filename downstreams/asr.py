@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePath
 
-from audioembed import TaskSpec, hookimpl
 from audioembed.audio import AUDIO_EXTENSIONS
 from audioembed.tasks import Example, TaskData, TaskDataError, TaskKind, TaskOption
 
@@ -41,7 +40,7 @@ from .common import (
     require_data,
 )
 
-__all__ = ["AsrTask", "audioembed_tasks", "librispeech_split"]
+__all__ = ["AsrTask", "librispeech_split"]
 
 _TRANS_SUFFIX = ".trans.txt"
 
@@ -126,7 +125,6 @@ def _librispeech(data: Path, problems: list[str]) -> list[Example]:
 class AsrTask(LoaderTask):
     name = "asr"
     kind = TaskKind.CTC
-    summary = "speech recognition (CTC probe): LibriSpeech folders or a manifest with transcripts; WER/CER"
     primary_metric = "wer"
     lower_is_better = ("wer", "cer")
     options = (
@@ -163,8 +161,3 @@ class AsrTask(LoaderTask):
         refs = [collapse_whitespace(str(t)).lower() for t in targets]
         hyps = [collapse_whitespace(str(p)).lower() for p in predictions]
         return {"wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps)}
-
-
-@hookimpl
-def audioembed_tasks():
-    return [TaskSpec(AsrTask.name, AsrTask, AsrTask.summary)]

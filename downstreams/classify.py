@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audioembed import TaskSpec, hookimpl
 from audioembed.tasks import TaskData, TaskDataError, TaskKind, TaskOption
 
 from .common import (
@@ -35,13 +34,12 @@ from .common import (
     sorted_labels,
 )
 
-__all__ = ["ClassifyTask", "SpeakerIdTask", "audioembed_tasks"]
+__all__ = ["ClassifyTask", "SpeakerIdTask"]
 
 
 class ClassifyTask(LoaderTask):
     name = "classify"
     kind = TaskKind.CLASSIFICATION
-    summary = "utterance classification from a manifest (path, label[, speaker, split]) or class folders"
     primary_metric = "accuracy"
     options = manifest_options("label_column", "label", "speaker", "class label")
 
@@ -64,7 +62,6 @@ class ClassifyTask(LoaderTask):
 
 class SpeakerIdTask(ClassifyTask):
     name = "speaker_id"
-    summary = "speaker identification: classify's loader with the speaker as the label, no speaker grouping"
     options = (
         TaskOption("label_column", "manifest column holding the speaker", "speaker"),
         TaskOption(
@@ -74,11 +71,3 @@ class SpeakerIdTask(ClassifyTask):
             "split",
         ),
     )
-
-
-@hookimpl
-def audioembed_tasks():
-    return [
-        TaskSpec(ClassifyTask.name, ClassifyTask, ClassifyTask.summary),
-        TaskSpec(SpeakerIdTask.name, SpeakerIdTask, SpeakerIdTask.summary),
-    ]

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Callable
 
-from audioembed import TaskSpec, hookimpl
 from audioembed.tasks import Example, TaskData, TaskDataError, TaskKind, TaskOption
 
 from .common import (
@@ -60,7 +59,7 @@ from .common import (
     sorted_labels,
 )
 
-__all__ = ["EMODB_EMOTIONS", "RAVDESS_EMOTIONS", "CREMAD_EMOTIONS", "EmotionTask", "audioembed_tasks", "LAYOUTS"]
+__all__ = ["EMODB_EMOTIONS", "RAVDESS_EMOTIONS", "CREMAD_EMOTIONS", "EmotionTask", "LAYOUTS"]
 
 EMODB_EMOTIONS = {
     "W": "anger",  # Ärger (Wut)
@@ -183,7 +182,6 @@ def _detect(data: Path, files: list[tuple[str, str]]) -> str:
 class EmotionTask(LoaderTask):
     name = "emotion"
     kind = TaskKind.CLASSIFICATION
-    summary = "speech emotion recognition: EmoDB, RAVDESS, CREMA-D names, class folders or a manifest; accuracy/UAR"
     primary_metric = "accuracy"
     options = (
         TaskOption("layout", f"data layout: {'|'.join(LAYOUTS)}", "auto"),
@@ -227,8 +225,3 @@ class EmotionTask(LoaderTask):
             "accuracy": accuracy(targets, predictions),
             "uar": unweighted_average_recall(targets, predictions, labels=labels),
         }
-
-
-@hookimpl
-def audioembed_tasks():
-    return [TaskSpec(EmotionTask.name, EmotionTask, EmotionTask.summary)]

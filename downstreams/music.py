@@ -36,7 +36,6 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from audioembed import TaskSpec, hookimpl
 from audioembed.tasks import Example, TaskData, TaskDataError, TaskKind, TaskOption
 
 from .common import (
@@ -56,7 +55,7 @@ from .common import (
     sorted_labels,
 )
 
-__all__ = ["GenreTask", "KeyTask", "TaggingTask", "audioembed_tasks"]
+__all__ = ["GenreTask", "KeyTask", "TaggingTask"]
 
 
 def _not_a_manifest(data: Path, layout: str) -> TaskDataError:
@@ -69,7 +68,6 @@ def _not_a_manifest(data: Path, layout: str) -> TaskDataError:
 class GenreTask(LoaderTask):
     name = "genre"
     kind = TaskKind.CLASSIFICATION
-    summary = "music genre classification: GTZAN folders (<genre>/<file>) or a manifest; accuracy/macro F1"
     primary_metric = "accuracy"
     chunk_seconds = 10.0
     options = manifest_options("label_column", "label", "artist", "genre")
@@ -157,7 +155,6 @@ def _giantsteps(data: Path, problems: list[str]) -> list[Example]:
 class KeyTask(LoaderTask):
     name = "key"
     kind = TaskKind.CLASSIFICATION
-    summary = "musical key detection (24 keys): GiantSteps (.key files) or a manifest; MIREX score/accuracy"
     primary_metric = "mirex"
     options = manifest_options("label_column", "key", "artist", "key (e.g. 'C minor', 'Eb major')")
 
@@ -325,7 +322,6 @@ def _tag_manifest(manifest: Path, opts: dict, problems: list[str]) -> tuple[list
 class TaggingTask(LoaderTask):
     name = "tagging"
     kind = TaskKind.MULTILABEL
-    summary = "music auto-tagging (multi-label): MagnaTagATune annotations_final.csv or a manifest; ROC-AUC/PR-AUC"
     primary_metric = "roc_auc"
     chunk_seconds = 10.0
     options = (
@@ -388,12 +384,3 @@ def _indicator(tag_lists, index: dict[str, int]) -> np.ndarray:
                 raise ValueError(f"tag {tag!r} is not in the label vocabulary")
             y[row, index[tag]] = 1
     return y
-
-
-@hookimpl
-def audioembed_tasks():
-    return [
-        TaskSpec(GenreTask.name, GenreTask, GenreTask.summary),
-        TaskSpec(KeyTask.name, KeyTask, KeyTask.summary),
-        TaskSpec(TaggingTask.name, TaggingTask, TaggingTask.summary),
-    ]

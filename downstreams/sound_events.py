@@ -23,12 +23,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from audioembed import TaskSpec, hookimpl
 from audioembed.tasks import Example, TaskData, TaskDataError, TaskKind, TaskOption
 
 from .common import LoaderTask, classification_metrics, finish, require_data, sorted_labels
 
-__all__ = ["SoundEventsTask", "audioembed_tasks"]
+__all__ = ["SoundEventsTask"]
 
 ESC50_META = "esc50.csv"
 URBANSOUND_META = "UrbanSound8K.csv"
@@ -76,7 +75,6 @@ def _example(meta: Path, number: int, audio: Path, label: str, fold: str, group:
 class SoundEventsTask(LoaderTask):
     name = "sound_events"
     kind = TaskKind.CLASSIFICATION
-    summary = "environmental sounds on the official folds: ESC-50, ESC-10, UrbanSound8K; accuracy/macro F1"
     primary_metric = "accuracy"
     options = (TaskOption("subset", "ESC-50 only: esc50 (all 50 classes) or esc10", "esc50"),)
 
@@ -111,8 +109,3 @@ class SoundEventsTask(LoaderTask):
 
     def metrics(self, targets, predictions, scores, labels) -> dict[str, float]:
         return classification_metrics(targets, predictions)
-
-
-@hookimpl
-def audioembed_tasks():
-    return [TaskSpec(SoundEventsTask.name, SoundEventsTask, SoundEventsTask.summary)]

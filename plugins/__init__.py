@@ -1,5 +1,6 @@
 """Built-in upstream plugins (installed as ``audioembed_plugins``).
 
-Each module is its own entry point in audioembed's pyproject.toml, registered exactly as a
-third-party package would register its models.
+:mod:`audioembed_plugins.catalog` registers every upstream through audioembed's entry points,
+exactly as a third-party package would; the other modules build the models and are imported
+only when one of their upstreams is loaded.
 """

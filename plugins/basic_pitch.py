@@ -51,8 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioembed.hookspecs import hookimpl
-from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, UpstreamSpec, padded_lengths_mask
+from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, padded_lengths_mask
 
 from .wheel_weights import WheelFile, locate
 
@@ -245,14 +244,3 @@ def load_basic_pitch(source: str | None) -> BasicPitchUpstream:
         )
     path = locate(WEIGHTS, "basic_pitch")
     return BasicPitchUpstream(read_onnx_weights(path), source=f"basic-pitch==0.4.0:{WEIGHTS.path}")
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="basic_pitch",
-            load=load_basic_pitch,
-            summary="Basic Pitch (ICASSP 2022) from the basic-pitch 0.4.0 wheel (22.05 kHz, 86 Hz, CQT + posteriorgrams)",
-        )
-    ]

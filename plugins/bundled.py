@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audioembed.hookspecs import hookimpl
-from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
+from audioembed.upstream import Upstream, UpstreamError
 
 from .hf import load_hf_encoder
 from .mert import load_mert
@@ -26,10 +25,10 @@ def _load_hubert(folder: str) -> Upstream:
     return load_hf_encoder("hubert", folder)
 
 
-#: upstream name (= its folder under pretrained/) -> (family upstream, that family's loader, summary)
+#: upstream name (= its folder under pretrained/) -> (family upstream, that family's loader)
 BUNDLED_TEACHERS = {
-    "small_hubert": ("hubert", _load_hubert, "bundled 4-layer HuBERT-style speech teacher (16 kHz, offline recipe)"),
-    "small_mert": ("mert", load_mert, "bundled 4-layer MERT-style music teacher (24 kHz, offline recipe)"),
+    "small_hubert": ("hubert", _load_hubert),
+    "small_mert": ("mert", load_mert),
 }
 
 
@@ -37,26 +36,15 @@ def bundled_dir(name: str) -> Path:
     return PRETRAINED / name
 
 
-def _loader(name: str):
-    family, load_family, _ = BUNDLED_TEACHERS[name]
-
-    def load(source: str | None) -> Upstream:
-        if source:
-            raise UpstreamError(
-                f"upstream '{name}' is the bundled model and takes no --model/--ckpt; "
-                f"load another folder with --upstream {family} --model PATH"
-            )
-        folder = bundled_dir(name)
-        if not (folder / "config.json").is_file():
-            raise UpstreamError(f"the bundled model folder {folder} is missing (a broken install?)")
-        return load_family(str(folder))
-
-    return load
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(name=name, load=_loader(name), summary=summary, requires_source=False)
-        for name, (_, _, summary) in BUNDLED_TEACHERS.items()
-    ]
+def load_bundled(name: str, source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers for each of :data:`BUNDLED_TEACHERS`."""
+    family, load_family = BUNDLED_TEACHERS[name]
+    if source:
+        raise UpstreamError(
+            f"upstream '{name}' is the bundled model and takes no --model/--ckpt; "
+            f"load another folder with --upstream {family} --model PATH"
+        )
+    folder = bundled_dir(name)
+    if not (folder / "config.json").is_file():
+        raise UpstreamError(f"the bundled model folder {folder} is missing (a broken install?)")
+    return load_family(str(folder))

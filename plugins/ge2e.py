@@ -46,8 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audioembed.hookspecs import hookimpl
-from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, UpstreamSpec, padded_lengths_mask
+from audioembed.upstream import Upstream, UpstreamError, UpstreamOutput, padded_lengths_mask
 
 from .wheel_weights import WheelFile, locate
 
@@ -244,14 +243,3 @@ def load_ge2e(source: str | None) -> Ge2eUpstream:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model_state"), dict):
         raise UpstreamError(f"ge2e: {path} has no 'model_state' dictionary")
     return Ge2eUpstream(checkpoint["model_state"], source=f"{WEIGHTS.distribution}=={WEIGHTS.version}:{WEIGHTS.path}")
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="ge2e",
-            load=load_ge2e,
-            summary="GE2E speaker encoder from the Resemblyzer 0.1.4 wheel (16 kHz, 100 Hz, mel + 3 LSTM + embedding)",
-        )
-    ]

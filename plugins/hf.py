@@ -1,7 +1,8 @@
 """Hugging Face ``transformers`` speech encoders: HuBERT, wav2vec 2.0, WavLM, data2vec-audio.
 
 This plugin finds the weights (a local ``save_pretrained`` folder or a Hub id, honouring the
-Hub cache and offline mode) and registers one upstream per family. The wrapper that makes
+Hub cache and offline mode) and loads one upstream per family (registered in
+:mod:`audioembed_plugins.catalog`). The wrapper that makes
 every family padding-exact lives in the core (:mod:`audioembed.models.hf_encoder`), because
 the trainers use it too; plugins import the core, never the reverse.
 """
@@ -16,17 +17,17 @@ from pathlib import Path
 
 import torch
 
-from audioembed.hookspecs import hookimpl
 from audioembed.hub import hub_endpoint, hub_reachable
 from audioembed.models.hf_encoder import HFEncoderUpstream, read_json, refused_pickle, wrap_hf_model
-from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
+from audioembed.upstream import Upstream, UpstreamError
 
-# registry name -> (transformers model_type, model class name, example hub id)
-HF_FAMILIES: dict[str, tuple[str, str, str]] = {
-    "hubert": ("hubert", "HubertModel", "facebook/hubert-base-ls960"),
-    "wav2vec2": ("wav2vec2", "Wav2Vec2Model", "facebook/wav2vec2-base"),
-    "wavlm": ("wavlm", "WavLMModel", "microsoft/wavlm-base-plus"),
-    "data2vec": ("data2vec-audio", "Data2VecAudioModel", "facebook/data2vec-audio-base"),
+# registry name -> (transformers model_type, model class name); summaries and example hub ids
+# are registered in audioembed_plugins.catalog
+HF_FAMILIES: dict[str, tuple[str, str]] = {
+    "hubert": ("hubert", "HubertModel"),
+    "wav2vec2": ("wav2vec2", "Wav2Vec2Model"),
+    "wavlm": ("wavlm", "WavLMModel"),
+    "data2vec": ("data2vec-audio", "Data2VecAudioModel"),
 }
 
 
@@ -170,7 +171,7 @@ def _model_class(class_name: str):
 
 def load_hf_encoder(name: str, source: str) -> HFEncoderUpstream:
     """Load the ``name`` family (see :data:`HF_FAMILIES`) from a Hub id or a local folder."""
-    model_type, class_name, _ = HF_FAMILIES[name]
+    model_type, class_name = HF_FAMILIES[name]
     folder = local_folder(source)
     if folder is not None:
         config_path = folder / "config.json"
@@ -184,7 +185,7 @@ def load_hf_encoder(name: str, source: str) -> HFEncoderUpstream:
     found = config.get("model_type")
     if found != model_type:
         hint = ""
-        for other, (mt, _, _) in HF_FAMILIES.items():
+        for other, (mt, _) in HF_FAMILIES.items():
             if mt == found:
                 hint = f"; use the '{other}' upstream"
         if found == "mert_model":
@@ -234,32 +235,8 @@ def load_hf_encoder(name: str, source: str) -> HFEncoderUpstream:
     return wrap_hf_model(model, sample_rate=rate, normalize=norm, source=source, name=name)
 
 
-def _loader(name: str):
-    def load(source: str | None) -> Upstream:
-        if not source:
-            raise UpstreamError(f"upstream '{name}' needs --model ID|PATH (e.g. --model {HF_FAMILIES[name][2]})")
-        return load_hf_encoder(name, source)
-
-    return load
-
-
-_SUMMARIES = {
-    "hubert": "HuBERT (transformers HubertModel), any Hub id or save_pretrained folder",
-    "wav2vec2": "wav2vec 2.0 (transformers Wav2Vec2Model), any Hub id or save_pretrained folder",
-    "wavlm": "WavLM (transformers WavLMModel), any Hub id or save_pretrained folder",
-    "data2vec": "data2vec-audio (transformers Data2VecAudioModel), any Hub id or save_pretrained folder",
-}
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name=name,
-            load=_loader(name),
-            summary=_SUMMARIES[name],
-            requires_source=True,
-            example_source=example,
-        )
-        for name, (_, _, example) in HF_FAMILIES.items()
-    ]
+def load_family(name: str, source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers for each of :data:`HF_FAMILIES`."""
+    if not source:
+        raise UpstreamError(f"upstream '{name}' needs --model ID|PATH (a Hub id or a save_pretrained folder)")
+    return load_hf_encoder(name, source)

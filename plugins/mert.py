@@ -27,9 +27,8 @@ from pathlib import Path
 
 import torch
 
-from audioembed.hookspecs import hookimpl
 from audioembed.models.hf_encoder import HFEncoderUpstream, read_json, refused_pickle, wrap_hf_model
-from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
+from audioembed.upstream import Upstream, UpstreamError
 
 from .hf import hub_cache_dir, hub_error, hub_offline, hub_snapshot, local_folder, preprocessor_settings
 
@@ -187,20 +186,8 @@ def load_mert(source: str) -> HFEncoderUpstream:
     return wrap_hf_model(model, sample_rate=rate, normalize=normalize, source=source, name="mert")
 
 
-def _load(source: str | None) -> Upstream:
+def load_mert_upstream(source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers as ``mert``."""
     if not source:
         raise UpstreamError(f"upstream 'mert' needs --model ID|PATH (e.g. --model {EXAMPLE})")
     return load_mert(source)
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="mert",
-            load=_load,
-            summary="MERT music models (v0 16 kHz / v1 24 kHz), loaded natively as HubertModel without remote code",
-            requires_source=True,
-            example_source=EXAMPLE,
-        )
-    ]

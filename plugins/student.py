@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from audioembed.hookspecs import hookimpl
 from audioembed.models.student_folder import META_FILE, load_student
-from audioembed.upstream import Upstream, UpstreamError, UpstreamSpec
+from audioembed.upstream import Upstream, UpstreamError
 
 from .bundled import bundled_dir
 
@@ -27,13 +26,15 @@ def bundled_unified_student_dir() -> Path:
     return bundled_dir("unified_student")
 
 
-def _load_student(source: str | None) -> Upstream:
+def load_student_upstream(source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers as ``student``."""
     if not source:
         raise UpstreamError("upstream 'student' needs --ckpt/--model PATH to a student folder")
     return load_student(source, "student")
 
 
-def _load_unified(source: str | None) -> Upstream:
+def load_unified_student(source: str | None) -> Upstream:
+    """The loader :mod:`audioembed_plugins.catalog` registers as ``unified_student``."""
     if source:
         return load_student(source, "unified_student")
     env = os.environ.get(ENV_UNIFIED)
@@ -48,22 +49,3 @@ def _load_unified(source: str | None) -> Upstream:
         "no bundled unified student yet: train one with `audioembed distill` (docs/distillation.md) "
         f"or pass --ckpt PATH to a student folder (or set {ENV_UNIFIED}=PATH)"
     )
-
-
-@hookimpl
-def audioembed_upstreams():
-    return [
-        UpstreamSpec(
-            name="student",
-            load=_load_student,
-            summary="a distilled student folder (HubertModel + audioembed_student.json)",
-            requires_source=True,
-            example_source="runs/distill/student",
-        ),
-        UpstreamSpec(
-            name="unified_student",
-            load=_load_unified,
-            summary="the speech + music unified student (--ckpt PATH, $AUDIOEMBED_UNIFIED_STUDENT, or bundled)",
-            requires_source=False,
-        ),
-    ]

@@ -19,9 +19,11 @@ import audio_gen
 from audioembed import TaskSpec
 from audioembed.metrics import KEY_LABELS
 from audioembed.tasks import Task, TaskDataError, TaskKind
-from audioembed_downstreams import asr, classify, emotion, music, sound_events
+from audioembed_downstreams import asr, catalog, classify, emotion, music, sound_events
 
 MODULES = {"classify": classify, "asr": asr, "emotion": emotion, "music": music, "sound_events": sound_events}
+#: entry-point name -> the SpecPlugin it names in audioembed_downstreams.catalog
+PLUGINS = {name: getattr(catalog, name) for name in MODULES}
 TASK_NAMES = {"classify", "speaker_id", "asr", "emotion", "genre", "key", "tagging", "sound_events"}
 
 
@@ -32,8 +34,8 @@ def wav(path: Path, seed: int = 0) -> Path:
 
 
 def task(name: str) -> Task:
-    for module in MODULES.values():
-        for spec in module.audioembed_tasks():
+    for plugin in PLUGINS.values():
+        for spec in plugin.audioembed_tasks():
             if spec.name == name:
                 return spec.build()
     raise KeyError(name)
@@ -60,11 +62,12 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: s
 
 def test_hooks_return_task_specs_that_build_tasks():
     names = []
-    for module in MODULES.values():
-        for spec in module.audioembed_tasks():
+    for name, plugin in PLUGINS.items():
+        for spec in plugin.audioembed_tasks():
             assert isinstance(spec, TaskSpec) and spec.summary
             built = spec.build()
             assert isinstance(built, Task) and built.name == spec.name
+            assert type(built).__module__ == MODULES[name].__name__  # the task lives in its plugin's module
             names.append(spec.name)
     assert sorted(names) == sorted(TASK_NAMES)
 
@@ -75,7 +78,7 @@ def test_registry_sees_the_tasks(tmp_path: Path, monkeypatch):
     from audioembed.registry import Registry, get_registry
 
     installed = {ep.value for ep in entry_points(group="audioembed")}
-    wanted = {name: f"audioembed_downstreams.{name}" for name in MODULES}
+    wanted = {name: f"audioembed_downstreams.catalog:{name}" for name in MODULES}
     if set(wanted.values()) <= installed:
         registry = get_registry()
     else:

@@ -65,15 +65,18 @@ def example_target(tmp_path_factory) -> Path:
 def test_registry_sees_the_example_plugin(example_target):
     proc = _python(
         """
-        import json, warnings
+        import json, sys, warnings
         warnings.simplefilter("ignore")
-        import torch
         from audioembed.registry import get_registry, load_upstream
 
         entry = get_registry().upstreams["example_energy"]
+        torch_after_listing = "torch" in sys.modules  # the entry-point module is light
+        import torch
+
         up = load_upstream("example_energy")
         out = up(0.1 * torch.randn(2, 16000), torch.tensor([16000, 9000]))
         print(json.dumps({
+            "torch_after_listing": torch_after_listing,
             "plugin": entry.plugin,
             "distribution": entry.distribution,
             "module": type(up).__module__,
@@ -89,7 +92,8 @@ def test_registry_sees_the_example_plugin(example_target):
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["plugin"] == "example"
     assert info["distribution"] == "audioembed-example-plugin"
-    assert info["module"] == "audioembed_example_plugin"
+    assert info["torch_after_listing"] is False
+    assert info["module"] == "audioembed_example_plugin.energy"
     assert info["num_layers"] == 2
     assert info["shapes"] == [[2, 98, 2], [2, 98, 2]]
     assert info["lengths"] == info["num_frames"] == [98, 54]

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from ..commands.options import threads_option
+
 _CONFIG_HELP = "Training config (.toml or .yaml); see docs/distillation.md."
 _SET_HELP = "Override a config field, e.g. --set optim.lr=1e-4 --set teachers.1.weight=0.3 (repeatable)."
 
@@ -44,12 +46,14 @@ Examples:
 @click.option("--until-step", type=int, default=None,
               help="Stop (with a checkpoint) after this many optimiser steps; rerun with a larger value or without it to continue.")
 @click.option("--init-only", is_flag=True, help="Only write the initial student (OUT/init, the theta_0 of task vectors).")
+@threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def distill_command(config_path, overrides, until_step, init_only, quiet):
+def distill_command(config_path, overrides, until_step, init_only, threads, quiet):
     """Distil a student from one or more teachers (resumes from OUT/checkpoints).
 
     Launch with torchrun for data-parallel training on several GPUs or machines.
     """
+    from ..threads import command_threads
     from ..upstream import UpstreamError
     from .config import ConfigError
     from .data import DataError
@@ -58,8 +62,9 @@ def distill_command(config_path, overrides, until_step, init_only, quiet):
 
     config = _load(config_path, overrides)
     try:
-        trainer = Trainer(config, progress=not quiet, warn=_warn)
-        folder = trainer.run(until_step=until_step, init_only=init_only)
+        with command_threads(threads):
+            trainer = Trainer(config, progress=not quiet, warn=_warn)
+            folder = trainer.run(until_step=until_step, init_only=init_only)
     except (ConfigError, DataError, DistillError, StudentError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -83,12 +88,14 @@ Examples:
               help="Cache folder [default: the config's data.cache_dir].")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Crops per teacher forward pass.")
 @click.option("--device", default=None, help="Device for the teachers [default: the config's run.device].")
+@threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def distill_cache_command(config_path, overrides, output, batch_size, device, quiet):
+def distill_cache_command(config_path, overrides, output, batch_size, device, threads, quiet):
     """Run every teacher once over the planned crops and store their target layers (float16).
 
     Resumable: rerunning skips crops already stored. Train on it with data.cache_dir = OUTPUT.
     """
+    from ..threads import command_threads
     from ..upstream import UpstreamError
     from .cache import prepare_teacher_cache
     from .config import ConfigError
@@ -99,8 +106,9 @@ def distill_cache_command(config_path, overrides, output, batch_size, device, qu
     if not cache_dir:
         raise click.ClickException("no cache folder: pass --output DIR or set data.cache_dir in the config")
     try:
-        built = prepare_teacher_cache(config, cache_dir=cache_dir, device=device, batch_size=batch_size,
-                                      progress=not quiet, warn=_warn)
+        with command_threads(threads):
+            built = prepare_teacher_cache(config, cache_dir=cache_dir, device=device, batch_size=batch_size,
+                                          progress=not quiet, warn=_warn)
     except (ConfigError, DataError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None
     for name, count in built.written.items():

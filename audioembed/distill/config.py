@@ -6,13 +6,12 @@ The file format, ``--set`` syntax and path rules are the training layer's
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, CropDataSection, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 
@@ -222,11 +221,7 @@ class AugmentSection:
 
 
 @dataclass
-class DataSection:
-    #: corpus manifests (.csv/.tsv/.jsonl with path[, id, domain]) or folders
-    manifests: list[str] = field(default_factory=list)
-    #: domain of items whose manifest has no 'domain' column
-    default_domain: str = "speech"
+class DataSection(CropDataSection):
     #: longest training crop; DistilHuBERT: 250,000 samples at 16 kHz
     crop_seconds: float = 15.625
     #: shorter items (or last windows) are dropped
@@ -249,12 +244,7 @@ class DataSection:
             raise ConfigError(f"{where}.augment: expected a table, got {self.augment!r}")
         else:
             self.augment.validate(f"{where}.augment")
-        if isinstance(self.manifests, str):
-            self.manifests = [self.manifests]
-        if self.batch_size < 1:
-            raise ConfigError(f"{where} batch_size must be >= 1")
-        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
-            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
+        super().validate(where)
         if not (self.cache_crops == "cover" or (isinstance(self.cache_crops, int) and self.cache_crops >= 1)):
             raise ConfigError(f"{where} cache_crops must be \"cover\" or a positive integer")
         if self.domain_weights and any((not isinstance(v, (int, float))) or v < 0 for v in self.domain_weights.values()):
@@ -354,7 +344,7 @@ class RunSection:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(TrainerConfig):
     teachers: list[TeacherSpec] = field(default_factory=list)
     data: DataSection = field(default_factory=DataSection)
     student: StudentSection = field(default_factory=StudentSection)
@@ -363,17 +353,6 @@ class DistillConfig:
     run: RunSection = field(default_factory=RunSection)
     #: the file this came from (for messages); not part of the config
     source: str = field(default="<dict>", compare=False)
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-    def identity(self) -> dict:
-        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
-        d = self.as_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in RunSection.RESUMABLE}
-        return d
 
 
 SECTIONS = {"data": DataSection, "student": StudentSection, "loss": LossSection, "optim": OptimSection, "run": RunSection}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from ..commands.options import threads_option
 from .catalog import DOMAINS, KINDS, METRICS, Catalog, CatalogError, default_user_registry_path
 
 ENV_DATA_ROOT = "AUDIOEMBED_DSUPERB_DATA"
@@ -106,9 +107,10 @@ Examples:
 @_registry_option
 @click.option("--output", "-o", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results folder; each run writes <upstream>-<weights hash>/ with one JSON per task.")
+@threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_command(upstream, model, ckpt, tasks, data_root, folds, seed, layers, probe, max_epochs, device, cache_dir,
-                 registry, output, quiet):
+                 registry, output, threads, quiet):
     """Cross-validated probes of an upstream on each selected task, with per-domain averages.
 
     Finished tasks are skipped on a rerun with the same settings; a broken or missing instance
@@ -116,6 +118,7 @@ def eval_command(upstream, model, ckpt, tasks, data_root, folds, seed, layers, p
     """
     from ..extraction import ExtractionError
     from ..store import StoreError
+    from ..threads import command_threads
     from ..upstream import UpstreamError
     from .evaluate import DsuperbError, EvalConfig, eval_report_markdown, run_eval
 
@@ -125,7 +128,8 @@ def eval_command(upstream, model, ckpt, tasks, data_root, folds, seed, layers, p
                         seed=seed, layers=layers, probe=probe, max_epochs=max_epochs, device=device,
                         cache_dir=cache_dir, registry=registry)
     try:
-        summary = run_eval(config, output, progress=not quiet)
+        with command_threads(threads):
+            summary = run_eval(config, output, progress=not quiet)
     except (CatalogError, DsuperbError, ExtractionError, StoreError, UpstreamError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(eval_report_markdown(summary, config))

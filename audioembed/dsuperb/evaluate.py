@@ -50,6 +50,7 @@ from ..probe_runner import (EncodedTargets, FoldOutcome, drop_non_finite, fit_an
 from ..probes import PROBES, ProbeConfig
 from ..registry import load_upstream
 from ..tasks import Example, Task, TaskKind
+from ..threads import choose_probe_threads, compute_threads
 from .catalog import Catalog, TaskEntry, label_summary, parse_float, split_label_set
 from .loader import Instance, InstanceNotFound, locate_instance, materialize_audio, open_instance
 from .report import macro_average_rows, markdown_macro_table
@@ -313,7 +314,8 @@ def evaluate_instance(entry: TaskEntry, instance: Instance, upstream, layers: li
         raise DsuperbError(f"{instance.source}: only {len(rows)} usable rows, too few for {config.folds}-fold "
                            f"cross-validation" + (f" (first problem: {problems[0]})" if problems else ""))
     kept = [targets[i] for i in rows]
-    probed = probe_instance(x, kept, kind, layers, config)
+    with compute_threads(choose_probe_threads(None)):  # one thread unless --threads / $AUDIOEMBED_THREADS
+        probed = probe_instance(x, kept, kind, layers, config)
     metric_names = [m for m in probed["per_fold"][0] if m not in ("train", "dev", "test", "best_epoch", "alpha")]
     metric_names += [m for fold in probed["per_fold"] for m in fold if m not in metric_names
                      and m not in ("train", "dev", "test", "best_epoch", "alpha")]

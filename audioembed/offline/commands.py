@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..commands.options import threads_option
 from .pipeline import STAGES
 
 
@@ -20,8 +21,9 @@ Examples:
 @click.option("--redo", type=click.Choice(STAGES), multiple=True, help="Run this stage again even if it is done.")
 @click.option("--only", type=click.Choice(STAGES), default=None,
               help="Run just this stage now (e.g. report, while evaluate is still running).")
+@threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def reproduce_command(config_path, overrides, until, redo, only, quiet):
+def reproduce_command(config_path, overrides, until, redo, only, threads, quiet):
     """Corpora -> teachers -> students -> merges -> evaluation -> results.md, resumable by stage.
 
     Stages: corpora, evalsets, teachers, caches, students, merges, evaluate, report. A finished
@@ -36,6 +38,7 @@ def reproduce_command(config_path, overrides, until, redo, only, quiet):
     from ..distill.trainer import DistillError
     from ..downstream import DownstreamError
     from ..pretrain.trainer import PretrainError
+    from ..threads import command_threads
     from ..upstream import UpstreamError
     from .evalsets import EvalSetError
     from .pipeline import ReproduceError, load_recipe, run_recipe
@@ -43,7 +46,8 @@ def reproduce_command(config_path, overrides, until, redo, only, quiet):
     try:
         ctx = load_recipe(config_path, list(overrides))
         ctx.progress = not quiet
-        summaries = run_recipe(ctx, until=until, redo=tuple(redo), only=only)
+        with command_threads(threads):
+            summaries = run_recipe(ctx, until=until, redo=tuple(redo), only=only)
     except (ConfigError, CorpusError, MusicCorpusError, DataError, DistillError, MergeError, DownstreamError,
             PretrainError, UpstreamError, EvalSetError, ReproduceError) as exc:
         raise click.ClickException(str(exc)) from None

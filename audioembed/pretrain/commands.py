@@ -9,6 +9,8 @@ import os
 
 import click
 
+from ..commands.options import threads_option
+
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
@@ -36,8 +38,10 @@ Examples:
 @click.option("--units-from", type=click.Path(exists=True, file_okay=False), default=None,
               help="Iteration 2: the iteration-1 teacher folder (e.g. its OUT/model).")
 @click.option("--units-layer", type=int, default=None, help="Iteration 2: the teacher hidden state to cluster.")
+@threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def pretrain_command(kind, data, output, config_path, overrides, until_step, iteration, units_from, units_layer, quiet):
+def pretrain_command(kind, data, output, config_path, overrides, until_step, iteration, units_from, units_layer, threads,
+                     quiet):
     """Pretrain a small HuBERT-style (speech) or MERT-style (music) teacher by masked prediction.
 
     Resumes from OUT/checkpoints. The result, OUT/model, loads with
@@ -47,6 +51,7 @@ def pretrain_command(kind, data, output, config_path, overrides, until_step, ite
     from ..audio import AudioError
     from ..distill.config import ConfigError
     from ..distill.data import DataError
+    from ..threads import command_threads
     from ..upstream import UpstreamError
     from .config import load_config
     from .model import ModelError
@@ -76,8 +81,9 @@ def pretrain_command(kind, data, output, config_path, overrides, until_step, ite
             raise ConfigError("no training data: pass --data MANIFEST_OR_FOLDER (or set [data] manifests)")
         if output is None and config_path is None and not any(o.startswith("run.output_dir") for o in overrides):
             raise ConfigError("no run folder: pass -o OUT (or set [run] output_dir)")
-        trainer = PretrainTrainer(config, progress=not quiet, warn=_warn)
-        folder = trainer.run(until_step=until_step)
+        with command_threads(threads):
+            trainer = PretrainTrainer(config, progress=not quiet, warn=_warn)
+            folder = trainer.run(until_step=until_step)
     except (ConfigError, DataError, PretrainError, UpstreamError, ModelError, TargetError, AudioError) as exc:
         raise click.ClickException(str(exc)) from None
     if folder.name == "model":

@@ -9,13 +9,12 @@ field given explicitly always wins.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..training.config import ConfigError, apply_overrides, build_section, read_raw, resolve_path
+from ..training.config import ConfigError, CropDataSection, TrainerConfig, apply_overrides, build_section, read_raw, resolve_path
 from ..training.config import dump_toml as dump_config_toml
 
 KINDS = ("hubert", "mert")
@@ -66,24 +65,9 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class DataSection:
-    #: corpus manifests (.csv/.tsv/.jsonl with a path column) or folders
-    manifests: list[str] = field(default_factory=list)
-    #: domain recorded for items without a 'domain' column (informational)
-    default_domain: str = "speech"
-    #: random training crops of this length (shorter items are used whole, zero-padded)
-    crop_seconds: float = 4.0
-    #: shorter items are skipped
-    min_seconds: float = 1.0
-    batch_size: int = 8
-
-    def validate(self, where: str) -> None:
-        if isinstance(self.manifests, str):
-            self.manifests = [self.manifests]
-        if self.batch_size < 1:
-            raise ConfigError(f"{where} batch_size must be >= 1")
-        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
-            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")
+class DataSection(CropDataSection):
+    """The shared crop fields (``default_domain`` is informational here); crops are random
+    windows of ``crop_seconds``, and shorter items are used whole, zero-padded."""
 
 
 @dataclass
@@ -227,7 +211,7 @@ class RunSection:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainerConfig):
     kind: str = "hubert"
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -238,17 +222,6 @@ class PretrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
     source: str = field(default="<dict>", compare=False)
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out.pop("source")
-        return out
-
-    def identity(self) -> dict:
-        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
-        d = self.as_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in RunSection.RESUMABLE}
-        return d
 
     def arch(self) -> dict[str, Any]:
         """The full HubertConfig architecture: :data:`SMALL_TEACHER` with ``model.arch`` on top."""

@@ -37,6 +37,7 @@ import numpy as np
 from scipy.fft import dct
 
 from ..errors import AudioEmbedError
+from .config import TargetsSection
 
 #: the features :func:`frame_features` computes
 FEATURES = ("mfcc", "logmel", "chroma", "cqt")
@@ -225,16 +226,17 @@ class FeatureSpec:
 
     sample_rate: int
     grid: FrameGrid = HUBERT_GRID
+    # the settings of the config's [targets] section, with its defaults (stated once, there)
     #: analysis window (samples at ``sample_rate``); the FFT size is the next power of two
-    win: int = 400
-    n_mels: int = 64
-    mfcc_mels: int = 23
-    mfcc_coefficients: int = 13
-    chroma_fmin: float = 55.0
-    chroma_fmax: float = 5000.0
-    cqt_fmin: float = 32.70319566257483  # C1
-    cqt_bands: int = 84
-    cqt_bands_per_octave: int = 12
+    win: int = TargetsSection.win
+    n_mels: int = TargetsSection.n_mels
+    mfcc_mels: int = TargetsSection.mfcc_mels
+    mfcc_coefficients: int = TargetsSection.mfcc_coefficients
+    chroma_fmin: float = TargetsSection.chroma_fmin
+    chroma_fmax: float = TargetsSection.chroma_fmax
+    cqt_fmin: float = TargetsSection.cqt_fmin  # C1
+    cqt_bands: int = TargetsSection.cqt_bands
+    cqt_bands_per_octave: int = TargetsSection.cqt_bands_per_octave
 
     @property
     def n_fft(self) -> int:

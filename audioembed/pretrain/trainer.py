@@ -20,6 +20,7 @@ weights of 2N uninterrupted steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -68,19 +69,11 @@ def teacher_upstream(folder: str | os.PathLike) -> str:
 
 
 def feature_spec(config: PretrainConfig) -> FeatureSpec:
-    t = config.targets
+    """The [targets] settings (FeatureSpec has the same fields) at the model's rate and frame grid."""
     return FeatureSpec(
         sample_rate=config.model.sample_rate,
         grid=FrameGrid(tuple(zip(map(int, config.arch()["conv_kernel"]), map(int, config.arch()["conv_stride"])))),
-        win=t.win,
-        n_mels=t.n_mels,
-        mfcc_mels=t.mfcc_mels,
-        mfcc_coefficients=t.mfcc_coefficients,
-        chroma_fmin=t.chroma_fmin,
-        chroma_fmax=t.chroma_fmax,
-        cqt_fmin=t.cqt_fmin,
-        cqt_bands=t.cqt_bands,
-        cqt_bands_per_octave=t.cqt_bands_per_octave,
+        **dataclasses.asdict(config.targets),
     )
 
 

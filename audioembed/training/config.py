@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 from ..errors import AudioEmbedError
@@ -185,8 +186,54 @@ def config_identity(config_dict: dict, resumable: set[str]) -> dict:
     return d
 
 
+class TrainerConfig:
+    """What the configs of the trainers (``DistillConfig``, ``PretrainConfig``) share.
+
+    A subclass is a dataclass with a ``source`` field (the file it came from, for messages; no
+    part of the config) and a ``run`` section whose ``RESUMABLE`` fields may change between a
+    run and its resumption.
+    """
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+    def identity(self) -> dict:
+        """What makes two configs the same run (``as_dict`` without resumable run settings)."""
+        return config_identity(self.as_dict(), self.run.RESUMABLE)
+
+
 def config_differences(a: dict, b: dict) -> list[str]:
     """Names of the fields (``section.field``, or a top-level name) where two config dicts differ."""
     diffs = [s for s in b if not isinstance(b[s], dict) and a.get(s) != b[s]]
     diffs += [f"{s}.{k}" for s in b if isinstance(b[s], dict) for k in b[s] if (a.get(s) or {}).get(k) != b[s][k]]
     return diffs
+
+
+@dataclass
+class CropDataSection:
+    """The ``[data]`` fields every trainer reads: audio from manifests, cut into random crops.
+
+    Each trainer's ``DataSection`` derives from it, sets its own defaults and says how it uses
+    crops (the distillation drops shorter items, pretraining pads them).
+    """
+
+    #: corpus manifests (.csv/.tsv/.jsonl with a path column, optionally id and domain) or folders
+    manifests: list[str] = field(default_factory=list)
+    #: domain of items whose manifest has no 'domain' column
+    default_domain: str = "speech"
+    #: length of a training crop
+    crop_seconds: float = 4.0
+    #: shorter items are skipped
+    min_seconds: float = 1.0
+    #: items per optimiser step
+    batch_size: int = 8
+
+    def validate(self, where: str) -> None:
+        if isinstance(self.manifests, str):
+            self.manifests = [self.manifests]
+        if self.batch_size < 1:
+            raise ConfigError(f"{where} batch_size must be >= 1")
+        if self.crop_seconds <= 0 or self.min_seconds <= 0 or self.min_seconds > self.crop_seconds:
+            raise ConfigError(f"{where} need 0 < min_seconds <= crop_seconds")

@@ -1,83 +1,19 @@
 """An example third-party audioembed plugin.
 
 It registers one weight-free upstream, ``example_energy``: per 25 ms frame (10 ms hop) the
-log-energy and the zero-crossing rate. Layer 0 holds the raw frame values, layer 1 the same
-values smoothed over +-1 frame, so the upstream has the two hidden states a probe can
-compare. It only uses audioembed's public API.
+log-energy and the zero-crossing rate (model code in :mod:`audioembed_example_plugin.energy`).
+It only uses audioembed's public API.
+
+This module is what the entry point names, and audioembed imports it whenever it lists
+plugins, so it stays light: ``load`` is a :class:`~audioembed.LazyImport` naming the loader,
+and torch and the model code are imported only when ``example_energy`` is loaded.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from audioembed import LazyImport, UpstreamSpec, hookimpl
 
-from audioembed import Upstream, UpstreamOutput, UpstreamSpec, hookimpl
-
-__all__ = ["EnergyUpstream", "audioembed_upstreams"]
-
-WIN = 400  # 25 ms at 16 kHz
-HOP = 160  # 10 ms
-
-
-class EnergyUpstream(Upstream):
-    """Frame log-energy and zero-crossing rate (2 dims), 2 layers, 100 frames/s."""
-
-    name = "example_energy"
-    sample_rate = 16000
-    hop_length = HOP
-    num_layers = 2
-    hidden_size = 2
-    # Frames read [160 t, 160 t + 400); layer 1 also looks one frame either side:
-    # left 160, right 160 + 240 = 400 samples, rounded up to a whole hop.
-    context_samples = 480
-    source = None
-
-    def num_frames(self, num_samples: int) -> int:
-        return (num_samples - WIN) // HOP + 1
-
-    def _frame_features(self, wav: torch.Tensor) -> torch.Tensor:  # (n,) -> (T, 2)
-        frames = wav.unfold(0, WIN, HOP)
-        energy = frames.square().sum(dim=1).clamp_min(1e-10).log()
-        signs = torch.signbit(frames)
-        zcr = (signs[:, 1:] != signs[:, :-1]).float().mean(dim=1)
-        return torch.stack([energy, zcr], dim=1)
-
-    @staticmethod
-    def _smooth(feats: torch.Tensor) -> torch.Tensor:  # +-1 frame mean, ends replicated
-        padded = F.pad(feats.t().unsqueeze(0), (1, 1), mode="replicate")[0]
-        return F.avg_pool1d(padded.unsqueeze(0), kernel_size=3, stride=1)[0].t()
-
-    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> UpstreamOutput:
-        layers = [[], []]
-        for b in range(wavs.shape[0]):
-            n = int(lengths[b])
-            if self.num_frames(n) <= 0:
-                raw = wavs.new_zeros(0, self.hidden_size)
-                smooth = raw
-            else:
-                # only the valid samples: an item gives the same output alone or in a batch
-                raw = self._frame_features(wavs[b, :n].float())
-                smooth = self._smooth(raw)
-            layers[0].append(raw)
-            layers[1].append(smooth)
-        out_lengths = torch.tensor([f.shape[0] for f in layers[0]], dtype=torch.long)
-        max_t = int(out_lengths.max()) if len(out_lengths) else 0
-        hidden = []
-        for items in layers:
-            h = wavs.new_zeros(len(items), max_t, self.hidden_size, dtype=torch.float32)
-            for b, f in enumerate(items):
-                h[b, : f.shape[0]] = f
-            hidden.append(h)
-        return UpstreamOutput(hidden_states=hidden, lengths=out_lengths.to(wavs.device))
-
-    def describe(self) -> dict:
-        return {"feature": "log_energy+zcr", "win_length": WIN, "hop_length": HOP, "smoothing": 3}
-
-
-def _load(source: str | None) -> Upstream:
-    # Heavy imports (model code, weights) belong here, not at module level: listing plugins
-    # imports this module but must never load a model.
-    return EnergyUpstream()
+__all__ = ["audioembed_upstreams"]
 
 
 @hookimpl
@@ -85,7 +21,7 @@ def audioembed_upstreams():
     return [
         UpstreamSpec(
             name="example_energy",
-            load=_load,
+            load=LazyImport("audioembed_example_plugin.energy:load_energy"),
             summary="Example plugin: frame log-energy and zero-crossing rate (2 layers)",
         )
     ]
