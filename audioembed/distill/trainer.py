@@ -364,7 +364,7 @@ class Trainer:
 
         steps = self.config.loss.target_stats_steps
         loader = BatchLoader(self.items, self._sampler(), self._rates(), start_step=0, max_steps=steps,
-                             workers=0, warn=self.warn)
+                             workers=0, warn=self.warn, augment=self.augment)
         sums: dict[str, list[torch.Tensor]] = {}
         for step in range(steps):
             for batch in loader.load_step(step).micro_batches:
