@@ -295,19 +295,21 @@ def _blocks(info: AudioInfo, target_sr: int, block_frames: int) -> Iterator[np.n
 
 
 def stream(
-    path: str | os.PathLike, target_sr: int, block_seconds: float = 10.0
+    path: str | os.PathLike | AudioInfo, target_sr: int, block_seconds: float = 10.0
 ) -> Iterator[np.ndarray]:
     """Yield consecutive 1-D float32 mono blocks of ``path`` resampled to ``target_sr``.
 
     The header is checked when this is called (so a missing or corrupt file fails here, not
     at the first ``next``); samples are decoded lazily, ``block_seconds`` of source audio at
     a time. Block size never changes the result: concatenating the blocks gives exactly
-    :func:`load`'s array, of length :func:`resampled_length`.
+    :func:`load`'s array, of length :func:`resampled_length`. ``path`` may be the
+    :class:`AudioInfo` :func:`probe` returned, so a caller that already checked the header
+    does not read it twice (decoding still fails if the file no longer matches it).
     """
     target_sr = check_rate(target_sr)
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds!r}")
-    info = probe(path)
+    info = path if isinstance(path, AudioInfo) else probe(path)
     block_frames = max(1, int(round(block_seconds * info.sample_rate)))
     return _blocks(info, target_sr, block_frames)
 

@@ -2,9 +2,11 @@
 
 * Downloads go to ``<dataset folder>/.downloads/<file>.part`` and continue where they stopped
   (HTTP ``Range``); a server that ignores ``Range`` restarts the file from zero.
-* A finished file is checked against its pinned SHA-256 before anything is unpacked; a
-  mismatch removes the file and says so (rerun to fetch it again). Files without a pinned
-  checksum are refused unless the caller passes ``verify=False`` (``--no-verify``).
+* A finished file is checked against its published checksum (SHA-256, else MD5) before
+  anything is unpacked; a mismatch removes the file and says so (rerun to fetch it again).
+  A file that has no published checksum is downloaded all the same, and the log says plainly,
+  before the download, that it is not verified. ``verify=False`` (``--no-verify``) skips the
+  checks of pinned files too (e.g. for a mirror that repacks them).
 * Archives are unpacked member by member, refusing absolute paths, ``..`` and links that point
   outside the dataset folder; then a preparer may write the manifest the task loader reads
   (FSDD's ``labels.csv``, ESC-50's ``manifest.csv``). A ``.complete`` marker ends the job, so a
@@ -34,14 +36,24 @@ CHUNK = 1 << 16
 #: seconds without any data before a download gives up (a rerun resumes it)
 TIMEOUT_SECONDS = 60.0
 COMPLETE_MARKER = ".complete"
+#: how the checksum algorithms are named in messages
+ALGORITHM_NAMES = {"sha256": "SHA-256", "md5": "MD5"}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def unverified_notice(dataset: Dataset) -> str | None:
+    """The line ``get`` prints when some of ``dataset``'s files have no published checksum, else None."""
+    unpinned = [f.filename for f in dataset.files if f.checksum is None]
+    if not unpinned:
+        return None
+    return f"{dataset.name}: no published checksum for {', '.join(unpinned)}: the download is not verified"
 
 
 def _progress(total: int | None, initial: int, name: str, enabled: bool):
@@ -52,11 +64,10 @@ def _progress(total: int | None, initial: int, name: str, enabled: bool):
 
 
 def fetch(remote: RemoteFile, folder: Path, *, verify: bool = True, progress: bool = True) -> Path:
-    """Download ``remote`` into ``folder`` (resuming a ``.part``); returns the checked file."""
+    """Download ``remote`` into ``folder`` (resuming a ``.part``); returns the file, checked against its
+    published checksum when it has one and ``verify`` is set."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / remote.filename
-    if verify and remote.sha256 is None:
-        raise DatasetError(f"{remote.url}: no pinned checksum; rerun with --no-verify to download it unchecked")
     if not target.exists():
         part = target.with_name(target.name + ".part")
         offset = part.stat().st_size if part.exists() else 0
@@ -95,12 +106,13 @@ def fetch(remote: RemoteFile, folder: Path, *, verify: bool = True, progress: bo
                     raise DatasetError(f"{remote.url}: connection closed after {part.stat().st_size} of {total} bytes; "
                                        "rerun the same command to resume")
             part.replace(target)
-    if verify:
-        actual = sha256_of(target)
-        if actual != remote.sha256:
+    if verify and remote.checksum is not None:
+        algorithm, expected = remote.checksum
+        actual = digest_of(target, algorithm)
+        if actual != expected.lower():
             target.unlink()
-            raise DatasetError(f"{target.name}: checksum mismatch (SHA-256 {actual}, expected {remote.sha256}); "
-                               "the file was removed, rerun to download it again")
+            raise DatasetError(f"{target.name}: checksum mismatch ({ALGORITHM_NAMES[algorithm]} "
+                               f"{actual}, expected {expected}); the file was removed, rerun to download it again")
     return target
 
 
@@ -189,10 +201,9 @@ def install(dataset: Dataset, *, verify: bool = True, progress: bool = True,
     if not dataset.downloadable:
         raise DatasetError(f"{dataset.name} cannot be downloaded automatically: {dataset.manual or 'no files listed'}; "
                            f"put it in {folder} (layout: {dataset.layout})")
-    unpinned = [f.filename for f in dataset.files if f.sha256 is None]
-    if verify and unpinned:
-        raise DatasetError(f"{dataset.name}: no pinned checksum yet for {', '.join(unpinned)}; "
-                           f"rerun with --no-verify to download without checking (see docs/downstreams.md)")
+    notice = unverified_notice(dataset) if verify else f"{dataset.name}: --no-verify: the download is not verified"
+    if notice:
+        log(notice)
     downloads = folder / ".downloads"
     parts: list[Path] = []
     for remote in dataset.files:

@@ -29,7 +29,7 @@ import torch
 
 from .errors import AudioEmbedError
 from . import __version__
-from .audio import AudioError, probe, resampled_length, stream
+from .audio import AudioError, AudioInfo, probe, resampled_length, stream
 from .inputs import InputItem, collect_inputs, shard_items, storage_problem
 from .messages import printable
 from .registry import check_upstream, load_upstream, resolve_device
@@ -146,13 +146,14 @@ class Windowing:
         return plan
 
 
-def _segments(path: str, total: int, item_index: int, upstream: Upstream, windowing: Windowing) -> Iterator[Segment]:
-    """Stream one file and cut it into the planned windows, holding at most one window."""
+def _segments(info: AudioInfo, total: int, item_index: int, upstream: Upstream, windowing: Windowing) -> Iterator[Segment]:
+    """Stream one file (its header already checked) and cut it into the planned windows, holding at most one window."""
+    path = info.path
     plan = windowing.plan(total)
     chunks: list[np.ndarray] = []
     buf_start = 0  # absolute sample index of chunks[0][0]
     buf_len = 0
-    blocks = stream(path, upstream.sample_rate)
+    blocks = stream(info, upstream.sample_rate)
     exhausted = False
     for i, (seg_start, seg_end, keep_start, keep_end) in enumerate(plan):
         while buf_start + buf_len < seg_end and not exhausted:
@@ -176,14 +177,36 @@ def _segments(path: str, total: int, item_index: int, upstream: Upstream, window
             buf_len -= drop
 
 
-def _producer(items, totals, upstream, windowing, out_queue: queue.Queue, stop: threading.Event) -> None:
+class SegmentQueue(queue.Queue):
+    """Decoded windows waiting for the model, bounded by the samples they hold rather than their count:
+    a batch of short files needs many of them ready, while a few long windows are already plenty of
+    memory. ``maxsize`` is in samples; an empty queue admits a window of any size."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.samples = 0
+
+    def _qsize(self) -> int:
+        return len(self.queue) + self.samples  # > 0 whenever an entry (even a sample-less one) waits
+
+    def _put(self, entry) -> None:
+        self.queue.append(entry)
+        self.samples += len(entry.samples) if isinstance(entry, Segment) else 0
+
+    def _get(self):
+        entry = self.queue.popleft()
+        self.samples -= len(entry.samples) if isinstance(entry, Segment) else 0
+        return entry
+
+
+def _producer(items, headers, totals, upstream, windowing, out_queue: queue.Queue, stop: threading.Event) -> None:
     for index, item in enumerate(items):
         if stop.is_set():
             return
         if totals[index] is None:
             continue
         try:
-            for segment in _segments(item.path, totals[index], index, upstream, windowing):
+            for segment in _segments(headers[index], totals[index], index, upstream, windowing):
                 while not stop.is_set():
                     try:
                         out_queue.put(segment, timeout=0.2)
@@ -197,8 +220,8 @@ def _producer(items, totals, upstream, windowing, out_queue: queue.Queue, stop: 
     out_queue.put(None)
 
 
-def _check_item(item: InputItem, upstream: Upstream) -> int:
-    """Resampled length of a file, or AudioError explaining why it cannot be used."""
+def _check_item(item: InputItem, upstream: Upstream) -> tuple[AudioInfo, int]:
+    """The header of a file and its resampled length, or AudioError explaining why it cannot be used."""
     info = probe(item.path)
     total = resampled_length(info.num_samples, info.sample_rate, upstream.sample_rate)
     if upstream.num_frames(total) < 1:
@@ -210,13 +233,19 @@ def _check_item(item: InputItem, upstream: Upstream) -> int:
             f"too short: {info.duration:.4f} s gives no frame for upstream '{upstream.name}' "
             f"(needs about {minimum / upstream.sample_rate:.4f} s)",
         )
-    return total
+    return info, total
+
+
+#: padded audio per batch on CPU: enough to pack many short files into one forward pass (each pass has a
+#: fixed cost of a few ms, as much as the model's work on a 0.5 s clip), too little to matter for memory;
+#: windows longer than this run alone, as before (docs/benchmarks/short_files_bench.md)
+CPU_BATCH_SECONDS = 8.0
+#: padded audio per batch on CUDA: GPUs need large batches to be fed efficiently
+CUDA_BATCH_SECONDS = 160.0
 
 
 def default_batch_seconds(device: torch.device) -> float:
-    # On CPU padded batches bring no measurable speed (docs/benchmarks/extract_bench.md) and cost memory, so a
-    # batch is one window; GPUs need batches to be fed efficiently.
-    return 0.0 if device.type == "cpu" else 160.0
+    return CPU_BATCH_SECONDS if device.type == "cpu" else CUDA_BATCH_SECONDS
 
 
 def _torchrun_shard() -> tuple[int, int] | None:
@@ -331,22 +360,27 @@ def extract(
     try:
         todo = [item for item in items if item.id not in writer.done_ids]
         summary.skipped_done = len(items) - len(todo)
+        headers: list[AudioInfo | None] = []
         totals: list[int | None] = []
         for item in todo:
             try:
-                totals.append(_check_item(item, upstream))
+                info, total = _check_item(item, upstream)
             except AudioError as exc:
-                totals.append(None)
+                info, total = None, None
                 _fail(summary, item, str(exc), strict, writer)
+            headers.append(info)
+            totals.append(total)
         # longest first: similar lengths end up in the same batch, and the ETA is honest early
         order = sorted(range(len(todo)), key=lambda i: -(totals[i] or 0))
         todo = [todo[i] for i in order]
+        headers = [headers[i] for i in order]
         totals = [totals[i] for i in order]
         previous_threads = torch.get_num_threads()
         if dev.type == "cpu":
             summary.threads = apply_threads(_thread_choice(threads, upstream, totals, windowing, batch_samples))
         try:
-            _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress)
+            _run(todo, headers, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict,
+                 progress)
         finally:
             apply_threads(previous_threads)
     finally:
@@ -379,46 +413,51 @@ def _report_failure(summary: ExtractSummary, key: str, reason: str, strict: bool
 
 
 class _AudioBar:
-    """Progress in seconds of audio that reaches exactly 100 %.
+    """Progress in seconds of audio that reaches exactly 100 % and never passes it.
 
-    Windows advance the bar by the audio they cover; the last window of a file (or its failure)
-    tops it up to the file's full duration, so frame rounding never leaves the bar short.
+    The bar counts whole samples (shown as seconds): windows advance it by the samples they
+    cover; the last window of a file (or its failure) tops it up to the file's exact length, so
+    the count ends at the exact total (a total rounded for display, or float sums, left it short
+    or past 100 %, which tqdm reports with a warning).
     """
 
     def __init__(self, totals: Sequence[int | None], sample_rate: int, enabled: bool):
         from tqdm.auto import tqdm
 
-        self.totals, self.sample_rate = totals, sample_rate
-        self.counted: dict[int, float] = {}
+        self.totals = totals
+        self.counted: dict[int, int] = {}
         self.bar = tqdm(
-            total=round(sum(t for t in totals if t) / sample_rate, 1),
+            total=sum(t for t in totals if t),
             unit="s",
-            unit_scale=False,
+            unit_scale=1.0 / sample_rate,  # samples shown as seconds
             desc="audio",
             disable=not enabled or not any(totals),  # nothing to do (a cached rerun): no empty 0/0 bar
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}, {rate_fmt}]",
             file=sys.stderr,
         )
 
-    def advance(self, item_index: int, seconds: float, last: bool) -> None:
+    def advance(self, item_index: int, samples: int, last: bool) -> None:
+        """``samples`` more of item ``item_index`` are done; ``last``: the item is finished (or given up)."""
         if last:
-            seconds = (self.totals[item_index] or 0) / self.sample_rate - self.counted.pop(item_index, 0.0)
+            samples = (self.totals[item_index] or 0) - self.counted.pop(item_index, 0)
         else:
-            self.counted[item_index] = self.counted.get(item_index, 0.0) + seconds
-        self.bar.update(seconds)
+            samples = min(samples, (self.totals[item_index] or 0) - self.counted.get(item_index, 0))
+            self.counted[item_index] = self.counted.get(item_index, 0) + samples
+        self.bar.update(samples)
 
     def close(self) -> None:
-        if not self.bar.disable and self.bar.n < self.bar.total and not self.counted:
-            self.bar.update(self.bar.total - self.bar.n)  # float rounding of the rounded total
         self.bar.close()
 
 
-def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict, progress) -> None:
+def _run(todo, headers, totals, upstream, windowing, layer_ids, writer, summary, dev, batch_samples, strict,
+         progress) -> None:
     sr = upstream.sample_rate
-    segments: queue.Queue = queue.Queue(maxsize=8)
+    # decode ahead: two batches, or two of the longest windows
+    segments = SegmentQueue(maxsize=2 * max(batch_samples, windowing.window + 2 * windowing.context + windowing.extra))
     stop = threading.Event()
     thread = threading.Thread(
-        target=_producer, args=(todo, totals, upstream, windowing, segments, stop), daemon=True, name="audioembed-decode"
+        target=_producer, args=(todo, headers, totals, upstream, windowing, segments, stop), daemon=True,
+        name="audioembed-decode",
     )
     thread.start()
     bar = _AudioBar(totals, sr, progress)
@@ -443,7 +482,7 @@ def _run(todo, totals, upstream, windowing, layer_ids, writer, summary, dev, bat
                         writer.abort()
                         del open_items[entry.item_index]
                     if entry.item_index not in dropped:
-                        bar.advance(entry.item_index, 0.0, last=True)
+                        bar.advance(entry.item_index, 0, last=True)
                         _fail(summary, todo[entry.item_index], entry.reason, strict, writer)
                     continue
                 else:
@@ -490,7 +529,6 @@ def _flush(batch, upstream, layer_ids, writer, open_items, dropped, todo, totals
                 f"but num_frames() promised at least {seg.keep_end}"
             )
         item = todo[seg.item_index]
-        seconds = round((seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate, 3)
         if seg.item_index in dropped:  # the bar was topped up when the item was dropped
             continue
         if seg.item_index not in open_items:
@@ -516,7 +554,7 @@ def _flush(batch, upstream, layer_ids, writer, open_items, dropped, todo, totals
             del open_items[seg.item_index]
             dropped.add(seg.item_index)
             _fail(summary, item, _nonfinite_reason(item, utt.nonfinite_layers, writer.attrs["dtype"]), strict, writer)
-            bar.advance(seg.item_index, seconds, last=True)
+            bar.advance(seg.item_index, 0, last=True)
             continue
         if seg.is_last:
             total = totals[seg.item_index]
@@ -534,5 +572,4 @@ def _flush(batch, upstream, layer_ids, writer, open_items, dropped, todo, totals
             )
             summary.extracted += 1
             summary.audio_seconds += total / upstream.sample_rate
-        bar.advance(seg.item_index, (seg.keep_end - seg.keep_start) * upstream.hop_length / upstream.sample_rate,
-                    last=seg.is_last)
+        bar.advance(seg.item_index, (seg.keep_end - seg.keep_start) * upstream.hop_length, last=seg.is_last)

@@ -644,10 +644,10 @@ class FeatureWriter:
     def commit(self, attrs: dict) -> None:
         utterance_id, writer = self._current
         with self._writing():
+            # No flush per utterance (it cost as much as writing one): nothing in an unsealed part
+            # is durable or visible anyway, and seal() flushes explicitly, so a full disk still
+            # raises there, where the part can be discarded cleanly, not in a destructor.
             writer.finish({"id": utterance_id, **attrs})
-            # Write it out now: a full disk then raises here, not later in a destructor
-            # where h5py can only print the error.
-            self._part.flush()
         self._current = None
         self.done_ids.add(utterance_id)
         if time.monotonic() - self._part_opened >= self.seal_seconds:

@@ -131,14 +131,60 @@ def test_checksum_mismatch_removes_the_file_and_says_so(server, tmp_path):
     assert not (tmp_path / "fsdd" / "labels.csv").exists()
 
 
-def test_no_pinned_checksum_needs_no_verify(server, tmp_path):
+def test_a_file_without_published_checksum_is_downloaded_and_said_unverified(server, tmp_path):
     server.files["fsdd.tar.gz"] = _fsdd_archive()
     dataset = _fsdd(server, None)
-    with pytest.raises(DatasetError, match="--no-verify"):
-        install(dataset, progress=False, log=lambda m: None, folder=tmp_path / "fsdd")
-    assert not server.requests  # refused before any download
-    install(dataset, verify=False, progress=False, log=lambda m: None, folder=tmp_path / "fsdd")
+    logged = []
+    install(dataset, progress=False, log=logged.append, folder=tmp_path / "fsdd")
     assert (tmp_path / "fsdd" / "labels.csv").exists()
+    assert "fsdd: no published checksum for fsdd.tar.gz: the download is not verified" in logged
+
+
+def test_md5_is_checked_where_only_that_is_published(server, tmp_path):
+    archive = _fsdd_archive()
+    server.files["fsdd.tar.gz"] = archive
+    base = _fsdd(server, None)
+
+    def with_md5(md5):
+        return Dataset(base.name, base.title, base.tasks, base.layout, base.licence, base.homepage,
+                       files=(RemoteFile(base.files[0].url, md5=md5),), data_path=base.data_path, prepare=base.prepare)
+
+    with pytest.raises(DatasetError, match=r"checksum mismatch \(MD5 [0-9a-f]{32}, expected 0{32}\)"):
+        install(with_md5("0" * 32), progress=False, log=lambda m: None, folder=tmp_path / "bad")
+    logged = []
+    install(with_md5(hashlib.md5(archive).hexdigest()), progress=False, log=logged.append, folder=tmp_path / "good")
+    assert (tmp_path / "good" / "labels.csv").exists()
+    assert not [line for line in logged if "not verified" in line]
+
+
+def test_no_verify_skips_published_checksums_and_says_so(server, tmp_path):
+    server.files["fsdd.tar.gz"] = _fsdd_archive()
+    logged = []
+    install(_fsdd(server, "0" * 64), verify=False, progress=False, log=logged.append, folder=tmp_path / "fsdd")
+    assert (tmp_path / "fsdd" / "labels.csv").exists()
+    assert "fsdd: --no-verify: the download is not verified" in logged
+
+
+def test_pinned_checksums_are_well_formed_and_the_rest_are_announced():
+    """A typo in a pinned digest would make every download fail; a file without one must be announced."""
+    from audioembed.download import unverified_notice
+
+    pinned = 0
+    for dataset in datasets.DATASETS.values():
+        for remote in dataset.files:
+            if remote.sha256 is not None:
+                assert len(remote.sha256) == 64 and set(remote.sha256) <= set("0123456789abcdef"), remote.url
+            if remote.md5 is not None:
+                assert len(remote.md5) == 32 and set(remote.md5) <= set("0123456789abcdef"), remote.url
+            pinned += remote.checksum is not None
+        notice = unverified_notice(dataset)
+        if dataset.downloadable and any(f.checksum is None for f in dataset.files):
+            assert notice and "the download is not verified" in notice
+        else:
+            assert notice is None
+    assert pinned >= 5  # GTZAN, RAVDESS, Speech Commands and LibriSpeech's archives
+    assert datasets.DATASETS["gtzan"].files[0].checksum[0] == "sha256"
+    assert datasets.DATASETS["ravdess"].files[0].checksum[0] == "md5"
 
 
 def test_archive_members_outside_the_folder_are_refused(server, tmp_path):
@@ -173,6 +219,7 @@ def test_cli_get_shows_the_licence_then_path_and_list(server, tmp_path, monkeypa
     for name in ("gtzan", "giantsteps_key", "magnatagatune", "emodb", "ravdess", "crema_d", "librispeech",
                  "speech_commands", "esc50", "fsdd"):
         assert f"  {name} " in result.output
+    assert "download: SHA-256 checked" in result.output and "download: no published checksum" in result.output
 
 
 def test_unknown_dataset_and_manual_dataset_are_one_line(tmp_path, monkeypatch):

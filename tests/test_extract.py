@@ -282,3 +282,72 @@ def test_explicit_items_with_unstorable_ids_are_reported(tmp_path):
     assert summary.extracted == 1 and len(summary.failed) == 1
     (reason,) = summary.failed.values()
     assert reason == f"{path}: id 'nul\\x00' contains a NUL character, which HDF5 cannot store"
+
+
+def test_cpu_packs_short_files_into_batches_and_long_windows_run_alone(tmp_path):
+    """One forward pass per short file cost more than the model's work on it (docs/benchmarks/short_files_bench.md):
+    on CPU short files share padded batches of CPU_BATCH_SECONDS; a window longer than that still runs alone."""
+    from audioembed.extraction import CPU_BATCH_SECONDS
+
+    corpus = tmp_path / "in"
+    audio_gen.make_corpus(corpus, n=12, seed=5, min_s=0.2, max_s=0.5)
+    long_seconds = CPU_BATCH_SECONDS + 3.0
+    audio_gen.write_audio(corpus / "long.wav", audio_gen.tone(330.0, long_seconds, 16000), 16000)
+    upstream = load_upstream("fbank")
+    shapes = []
+    upstream.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    summary = extract(corpus, upstream, tmp_path / "f.h5", pooling="none", progress=False)
+    assert summary.extracted == 13 and summary.threads is not None  # ran on CPU
+    assert len(shapes) < 13 and max(batch for batch, _ in shapes) > 1
+    budget = CPU_BATCH_SECONDS * upstream.sample_rate
+    long_batches = [(batch, samples) for batch, samples in shapes if samples > budget]
+    assert long_batches == [(1, int(long_seconds * 16000))]
+    assert all(batch * samples <= budget for batch, samples in shapes if samples <= budget)
+    # batched features are those of one file at a time
+    alone = extract(corpus, "fbank", tmp_path / "alone.h5", pooling="none", progress=False, batch_seconds=0)
+    assert alone.extracted == 13
+    with FeatureReader(tmp_path / "f.h5") as batched, FeatureReader(tmp_path / "alone.h5") as single:
+        for uid in single.ids:
+            np.testing.assert_allclose(batched.get(uid), single.get(uid), atol=1e-4)
+
+
+def test_each_header_is_read_once(small_corpus, tmp_path, monkeypatch):
+    """The input check's header is handed to the decoder, not read again per file."""
+    import audioembed.audio
+    import audioembed.extraction
+
+    calls = []
+    real = audioembed.audio.probe
+
+    def counting(path):
+        calls.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(audioembed.audio, "probe", counting)
+    monkeypatch.setattr(audioembed.extraction, "probe", counting)
+    summary = extract(small_corpus, "fbank", tmp_path / "f.h5", progress=False)
+    assert summary.extracted == 8
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 8
+
+
+def test_decode_queue_is_bounded_by_samples_not_entries():
+    """Many short windows may wait for one batch; a single window larger than the bound is still admitted."""
+    import queue as queue_module
+
+    from audioembed.extraction import Segment, SegmentQueue
+
+    def segment(samples):
+        return Segment(0, np.zeros(samples, np.float32), 0, 1, True)
+
+    short = SegmentQueue(maxsize=1000)
+    for _ in range(25):  # 25 x 40 samples: far more than the 8 entries a count-bounded queue took
+        short.put(segment(40), timeout=0.01)
+    with pytest.raises(queue_module.Full):  # 1000 samples held
+        short.put(segment(40), timeout=0.01)
+    big = SegmentQueue(maxsize=1000)
+    big.put(segment(5000), timeout=0.01)  # an empty queue takes a window of any size
+    with pytest.raises(queue_module.Full):
+        big.put(segment(1), timeout=0.01)
+    assert big.get(timeout=0.01).samples.shape == (5000,)
+    big.put(None)  # the end marker holds no samples but is still an entry
+    assert big.qsize() > 0 and big.get(timeout=0.01) is None

@@ -43,6 +43,21 @@ def test_extraction_bar_reaches_the_total_and_a_cached_rerun_shows_none(small_co
     assert not _bar_lines(capsys.readouterr().err, "s audio")
 
 
+def test_extraction_bar_never_passes_its_total(tmp_path, capsys):
+    """Three files of 0.41 s: the total (1.23 s) once rounded to 1.2 s and the bar ran past 100 %
+    (tqdm's "clamping frac to range [0, 1]" warning on the README Quickstart)."""
+    import warnings
+
+    for i in range(3):
+        audio_gen.write_audio(tmp_path / f"c{i}.wav", audio_gen.tone(300.0 + 50 * i, 0.41, 16000), 16000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        extract([str(tmp_path)], "fbank", tmp_path / "f.h5", progress=True)
+    assert not [w for w in caught if "clamping" in str(w.message)]
+    lines = _bar_lines(capsys.readouterr().err, "s audio")
+    assert lines and "100%" in lines[-1] and "-00:00" not in lines[-1], lines[-1]
+
+
 def test_probe_bar_counts_shots_seeds_folds_and_short_classes_are_noted(uneven_manifest, tmp_path, capsys):
     config = DownstreamConfig(task="classify", upstream="mfcc", data=str(uneven_manifest), shots=(8, None), seeds=2, folds=3,
                        max_epochs=5, cache_dir=str(tmp_path / "cache"))

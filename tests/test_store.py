@@ -70,6 +70,27 @@ def test_abort_leaves_no_half_written_entry(tmp_path):
         assert feats.ids == ["ok"]
 
 
+def test_utterances_between_checkpoints_cost_no_flush_each(tmp_path, monkeypatch):
+    """A flush per utterance cost as much as writing it; only sealing a part (a checkpoint) flushes."""
+    flushes = []
+    real = h5py.File.flush
+
+    def counting(self):
+        flushes.append(self.filename)
+        return real(self)
+
+    out = tmp_path / "f.h5"
+    with FeatureWriter(out, ATTRS, seal_seconds=3600) as writer:
+        monkeypatch.setattr(h5py.File, "flush", counting)
+        for i in range(20):
+            _write(writer, f"u{i}")
+        assert flushes == []
+        writer.seal()
+        assert len(flushes) == 1  # the part, before its atomic rename
+    with FeatureReader(out) as feats:
+        assert len(feats) == 20
+
+
 def test_sealed_parts_are_visible_and_recovered(tmp_path):
     out = tmp_path / "f.h5"
     writer = FeatureWriter(out, ATTRS, seal_seconds=0)

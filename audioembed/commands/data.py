@@ -22,6 +22,7 @@ Examples:
 def list_command():
     """Every known dataset: tasks, size, whether it is installed, licence."""
     from ..datasets import DATASETS, ENV_VAR, TASK_DEFAULTS, data_home, dataset_folder
+    from ..download import ALGORITHM_NAMES
 
     click.echo(f"data home: {data_home()}  (${ENV_VAR} to change)")
     width = max(len(n) for n in DATASETS)
@@ -33,16 +34,21 @@ def list_command():
         tasks = ", ".join(f"{t} (default)" if t in default_for else t for t in dataset.tasks)
         click.echo(f"  {dataset.name:<{width}}  {installed:<13} {dataset.size:>7}  tasks: {tasks}")
         click.echo(f"  {'':<{width}}  {dataset.title}; licence: {dataset.licence}")
+        if dataset.downloadable:
+            kinds = sorted({f.checksum[0] for f in dataset.files if f.checksum})
+            checked = (" and ".join(ALGORITHM_NAMES[k] for k in kinds) + " checked") if kinds else ""
+            unpinned = "no published checksum" if any(f.checksum is None for f in dataset.files) else ""
+            click.echo(f"  {'':<{width}}  download: {'; '.join(x for x in (checked, unpinned) if x)}")
 
 
 @data_group.command("get", epilog="""\b
 Examples:
-  audioembed data get fsdd
-  audioembed data get gtzan --no-verify      # no pinned checksum yet for this dataset's archive
+  audioembed data get fsdd        # no published checksum: says that the download is not verified
+  audioembed data get gtzan       # checked against the SHA-256 that TensorFlow Datasets and torchaudio pin
 """)
 @click.argument("name")
 @click.option("--no-verify", is_flag=True,
-              help="Download files that have no pinned SHA-256 (pinned ones are still checked).")
+              help="Do not check downloads against their published checksums (e.g. a mirror that repacks them).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm the licence.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def get_command(name, no_verify, yes, quiet):

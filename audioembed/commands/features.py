@@ -39,7 +39,7 @@ Examples:
               help="Storage precision of the features.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-seconds", type=float, default=None,
-              help="Audio per padded batch, in seconds [default: one window at a time on CPU, 160 on CUDA].")
+              help="Padded audio per batch, in seconds: short files share a forward pass [default: 8 on CPU, 160 on CUDA].")
 @click.option("--window-seconds", type=float, default=30.0, show_default=True,
               help="Long files are processed in windows of this length.")
 @click.option("--shard", callback=_parse_shard, default=None, metavar="K/N",

@@ -142,14 +142,14 @@ class MaskedGroupNorm(nn.GroupNorm):
         valid = [min(max(conv_output_length(n, self.geometry), 0), total) for n in lengths]
         if all(v == total for v in valid):
             return super().forward(x)
-        items = []
+        # written into one preallocated output: padding and stacking per-item copies cost more than the norm
+        out = torch.empty_like(x)
         for b, v in enumerate(valid):
-            if v <= 0:
-                items.append(x.new_zeros(x.shape[1:]))
-                continue
-            y = F.group_norm(x[b : b + 1, :, :v], self.num_groups, self.weight, self.bias, self.eps)
-            items.append(F.pad(y[0], (0, total - v)))
-        return torch.stack(items)
+            v = max(v, 0)
+            if v > 0:
+                out[b, :, :v] = F.group_norm(x[b : b + 1, :, :v], self.num_groups, self.weight, self.bias, self.eps)[0]
+            out[b, :, v:] = 0.0
+        return out
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", masked=True"
