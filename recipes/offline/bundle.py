@@ -5,10 +5,13 @@
 
 Copies, into plugins/pretrained/:
 
-* ``unified_student/``: the run's rule-selected student (``RUN_DIR/unified_student``), float32,
-  without the distillation heads;
-* ``small_hubert/`` and ``small_mert/``: the two teachers, weights rounded to float16 (the
-  loaders compute in float32) so that all three stay under the 25 MB package-data budget.
+* ``unified_student/``: the run's rule-selected student (``RUN_DIR/unified_student``), without
+  the distillation heads, its weights rounded to float16 (``--student-dtype float32`` keeps
+  them as trained; the loader computes in float32 either way);
+* ``small_hubert/`` and ``small_mert/``: the two teachers, when the run pretrained them
+  (``offline_v1.toml``), weights rounded to float16; a run that used the bundled teachers as
+  they are (``offline.toml``) leaves them untouched. All three must stay under the 25 MB
+  package-data budget.
 
 Absolute paths inside the metadata files are made relative to the repository. Prints the
 sizes and, for each teacher, how far the float16-stored weights move its hidden states on a
@@ -54,6 +57,19 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(str(folder / "pytorch_model.bin"), map_location="cpu", weights_only=True)
 
 
+def rounding_error(family: str, before: Path, after: Path) -> float:
+    """How far float16 storage moves the hidden states: the largest relative L2 error of a layer."""
+    a, b = hidden_states(family, after), hidden_states(family, before)
+    return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b))
+
+
+def save_half(src: Path, dst: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in read_weights(src).items()}
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+
+
 def hidden_states(family: str, folder: Path, seconds: float = 2.0) -> list[torch.Tensor]:
     from audioembed import load_upstream
 
@@ -66,24 +82,22 @@ def hidden_states(family: str, folder: Path, seconds: float = 2.0) -> list[torch
 
 
 def bundle_teacher(run_dir: Path, teacher: str) -> dict:
-    from safetensors.torch import save_file
-
     folder_name, family = TEACHERS[teacher]
     src = run_dir / "teachers" / teacher / "model"
     dst = PRETRAINED / folder_name
+    if not (src / "config.json").is_file():  # the run used the bundled teacher as it is
+        return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+                "kept": "the run did not pretrain this teacher; the bundled one is unchanged"}
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     copy_metadata(src, dst, run_dir)
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in read_weights(src).items()}
-    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    before, after = hidden_states(family, src), hidden_states(family, dst)
-    rel = max(float((a - b).norm() / b.norm()) for a, b in zip(after, before))
+    save_half(src, dst)
     return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
-            "max_layer_relative_error_fp16": rel}
+            "max_layer_relative_error_fp16": rounding_error(family, src, dst)}
 
 
-def bundle_student(run_dir: Path) -> dict:
+def bundle_student(run_dir: Path, dtype: str = "float16") -> dict:
     src = run_dir / "unified_student"
     if not (src / "audioembed_student.json").is_file():
         raise SystemExit(f"{src} has no selected student: run the recipe's report stage first")
@@ -92,16 +106,22 @@ def bundle_student(run_dir: Path) -> dict:
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     copy_metadata(src, dst, run_dir)
-    shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
-    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size}
+    if dtype == "float32":
+        shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
+        return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size}
+    save_half(src, dst)
+    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+            "max_layer_relative_error_fp16": rounding_error("student", src, dst)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", type=Path, default=REPO / "runs" / "offline")
+    parser.add_argument("--student-dtype", choices=("float16", "float32"), default="float16",
+                        help="storage of the student's weights (computed in float32 either way)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    report = {"unified_student": bundle_student(args.run_dir)}
+    report = {"unified_student": bundle_student(args.run_dir, args.student_dtype)}
     for teacher in TEACHERS:
         report[TEACHERS[teacher][0]] = bundle_teacher(args.run_dir, teacher)
     total = sum(r["bytes"] for r in report.values())
