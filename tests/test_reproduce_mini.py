@@ -207,6 +207,7 @@ def test_mini_unified_recipe_end_to_end(tmp_path):
     with single_thread():
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert "Loading weights" not in result.output  # transformers' own bars are silenced (small_hubert loads through it)
 
     teachers = json.loads((out / "stages" / "teachers.json").read_text())["teachers"]
     assert {n: t["pretrained_here"] for n, t in teachers.items()} == dict.fromkeys(

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ..commands.options import threads_option
+from ..commands.options import silence_library_progress_bars, threads_option
 
 _CONFIG_HELP = "Training config (.toml or .yaml); see docs/distillation.md."
 _SET_HELP = "Override a config field, e.g. --set optim.lr=1e-4 --set teachers.1.weight=0.3 (repeatable)."
@@ -53,6 +53,7 @@ def distill_command(config_path, overrides, until_step, init_only, threads, quie
 
     Launch with torchrun for data-parallel training on several GPUs or machines.
     """
+    silence_library_progress_bars()
     from ..threads import command_threads
     from ..upstream import UpstreamError
     from .config import ConfigError
@@ -95,6 +96,7 @@ def distill_cache_command(config_path, overrides, output, batch_size, device, th
 
     Resumable: rerunning skips crops already stored. Train on it with data.cache_dir = OUTPUT.
     """
+    silence_library_progress_bars()
     from ..threads import command_threads
     from ..upstream import UpstreamError
     from .cache import prepare_teacher_cache

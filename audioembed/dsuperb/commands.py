@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..commands.options import threads_option
+from ..commands.options import silence_library_progress_bars, threads_option
 from .catalog import DOMAINS, KINDS, METRICS, Catalog, CatalogError, default_user_registry_path
 
 ENV_DATA_ROOT = "AUDIOEMBED_DSUPERB_DATA"
@@ -116,6 +116,7 @@ def eval_command(upstream, model, ckpt, tasks, data_root, folds, seed, layers, p
     Finished tasks are skipped on a rerun with the same settings; a broken or missing instance
     is reported and the others go on.
     """
+    silence_library_progress_bars()
     from ..extraction import ExtractionError
     from ..store import StoreError
     from ..threads import command_threads

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..commands.options import threads_option
+from ..commands.options import silence_library_progress_bars, threads_option
 from .pipeline import STAGES
 
 
@@ -30,6 +30,7 @@ def reproduce_command(config_path, overrides, until, redo, only, threads, quiet)
     stage leaves OUT/stages/STAGE.json and is skipped on the next run; training stages also
     resume from their own checkpoints.
     """
+    silence_library_progress_bars()
     from ..corpus.music import MusicCorpusError
     from ..corpus.speech import CorpusError
     from ..distill.config import ConfigError

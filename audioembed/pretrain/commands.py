@@ -9,7 +9,7 @@ import os
 
 import click
 
-from ..commands.options import threads_option
+from ..commands.options import silence_library_progress_bars, threads_option
 
 
 def _warn(message: str) -> None:
@@ -48,6 +48,7 @@ def pretrain_command(kind, data, output, config_path, overrides, until_step, ite
     `audioembed extract --upstream hubert --model OUT/model` (kind hubert) or
     `--upstream mert --model OUT/model` (kind mert).
     """
+    silence_library_progress_bars()
     from ..audio import AudioError
     from ..distill.config import ConfigError
     from ..distill.data import DataError
