@@ -44,11 +44,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+
+# shared with the threads benchmark (same folder): the same busy load and the same seeded tiny files
+from threads_bench import BusyLoad, exit_on_sigterm, make_small_files, usable_cores  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = 20261203
 SUMMARY = re.compile(r"(\d+) extracted.*?([\d.]+) s of audio in ([\d.]+) s, ([\d.]+)x real time")
 #: runs the command line in-process and reports the CPU time between opening the feature file and
 #: closing it: the extraction itself (input check, decoding, model, store), without start-up and model loading
@@ -75,50 +75,12 @@ main()
 EXTRACTION_CPU = re.compile(r"EXTRACTION_CPU=([\d.]+)")
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def make_tiny_files(folder: Path, count: int) -> Path:
-    """``count`` seeded wav files of 0.1-0.4 s (a tone in noise, 16 kHz)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if len(list(folder.glob("*.wav"))) == count:
-        return folder
-    rng = np.random.default_rng(SEED)
-    for i in range(count):
-        n = int(rng.uniform(0.1, 0.4) * 16000)
-        t = np.arange(n) / 16000
-        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(n)
-        sf.write(folder / f"tiny_{i:05d}.wav", wave.astype(np.float32), 16000)
-    return folder
-
-
 def fsdd_manifest(fsdd: Path, count: int, out: Path) -> Path:
     """A manifest (``path`` column) of the first ``count`` FSDD recordings in name order (all when 0)."""
     rows = sorted(line.split(",", 1)[0] for line in (fsdd / "labels.csv").read_text().splitlines()[1:] if line)
     rows = rows[:count] if count else rows
     out.write_text("path\n" + "".join(f"{fsdd / r}\n" for r in rows))
     return out
-
-
-class BusyLoad:
-    """One busy-loop process per usable core, each stopping by itself after ``seconds``."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.procs: list[subprocess.Popen] = []
-
-    def __enter__(self):
-        code = f"import time\nend = time.time() + {self.seconds}\nwhile time.time() < end:\n    pass\n"
-        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(usable_cores())]
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc):
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            proc.wait(timeout=10)
 
 
 def baseline_tree(rev: str, where: Path) -> Path:
@@ -156,12 +118,8 @@ def run_extract(inputs: Path, out: Path, pythonpath: Path | None, timeout: float
             "audio": float(found[2]), "extract_wall": float(found[3]), "speed": float(found[4]), "loadavg": load}
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(143)  # so that `finally` stops the busy processes
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fsdd", type=Path, default=Path("/work/shared/data/fsdd"))
     parser.add_argument("--fsdd-files", type=int, default=300, help="first N FSDD recordings (0 = all)")
@@ -187,7 +145,7 @@ def main() -> None:
         return
 
     cases = {"fsdd": fsdd_manifest(args.fsdd, args.fsdd_files, work / "fsdd.csv"),
-             "tiny": make_tiny_files(work / f"tiny-{args.tiny_files}", args.tiny_files)}
+             "tiny": make_small_files(work / f"tiny-{args.tiny_files}", args.tiny_files)}
     meta = {"argv": sys.argv[1:], "fsdd_files": args.fsdd_files, "tiny_files": args.tiny_files,
             "repeats": args.repeats, "baseline": args.baseline, "markdown": str(args.markdown),
             "cores": usable_cores()}

@@ -157,12 +157,12 @@ def fmt(value, digits=1, suffix=""):
     return "-" if value is None else f"{value:.{digits}f}{suffix}"
 
 
-def _exit_on_sigterm(signum, frame):
+def exit_on_sigterm(signum, frame):
     raise SystemExit(143)  # so that `finally` stops the busy processes
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fsdd", type=Path, default=Path("/work/shared/data/fsdd"))
     parser.add_argument("--quickstart-files", type=int, default=None, help="FSDD recordings (default: all)")
