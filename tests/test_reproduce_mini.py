@@ -236,3 +236,14 @@ def test_mini_unified_recipe_end_to_end(tmp_path):
     # (full, 2 shots) x (mfcc, logmel, previous_default)
     assert sorted((r[2].strip(), r[3].strip()) for r in rows) == sorted(
         (c, m) for c in ("full", "2 shots") for m in ("logmel", "mfcc", "previous_default"))
+
+    # `--only evaluate` beside a students stage still training sees the runs finished so far
+    from audioembed.offline.pipeline import models as recipe_models
+
+    (out / "stages" / "students.json").unlink()
+    shutil.rmtree(out / "students" / "small_only" / "student")
+    ctx = load_recipe(MINI_UNIFIED, [f'run.output_dir="{out}"', f'corpus.speech.prompts="{prompts}"'])
+    table = recipe_models(ctx)
+    assert table["unified"] == {"upstream": "student", "model": str(out / "students" / "unified" / "student"),
+                                "kind": "multi"}
+    assert "small_only" not in table and "previous_default" in table

@@ -343,6 +343,23 @@ def stage_merges(ctx: Context) -> dict:
     return {"merges": out}
 
 
+def finished_students(ctx: Context) -> dict[str, dict]:
+    """Student runs whose final folder exists: every run once the stage is done; before that,
+    those finished so far, so that ``--only evaluate`` beside a run still training evaluates
+    them (their results are then reused when the stage itself evaluates)."""
+    from ..models.student_folder import META_FILE
+
+    done = ctx.done("students")
+    if done is not None:
+        return dict(done.get("runs") or {})
+    out = {}
+    for run in ctx.recipe.students.runs:
+        folder = ctx.dir("students", run.name, "student")
+        if (folder / META_FILE).is_file():
+            out[run.name] = {"folder": str(folder), "kind": run.kind}
+    return out
+
+
 def models(ctx: Context) -> dict[str, dict]:
     """Every model to evaluate: name -> {upstream, model, kind}."""
     cfg = ctx.recipe.evaluation
@@ -351,8 +368,7 @@ def models(ctx: Context) -> dict[str, dict]:
         teachers = (ctx.done("teachers") or {}).get("teachers") or {}
         for name, t in teachers.items():
             table[f"teacher_{name}"] = {"upstream": t["upstream"], "model": t["folder"], "kind": "teacher"}
-    students = ctx.done("students") or {}
-    for name, s in (students.get("runs") or {}).items():
+    for name, s in finished_students(ctx).items():
         table[name] = {"upstream": "student", "model": s["folder"], "kind": s.get("kind") or "student"}
     for name, folder in ((ctx.done("merges") or {}).get("merges") or {}).items():
         table[name] = {"upstream": "student", "model": folder, "kind": "merge"}
