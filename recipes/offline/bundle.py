@@ -13,9 +13,10 @@ Copies, into plugins/pretrained/:
   they are (``offline.toml``) leaves them untouched. All three must stay under the 25 MB
   package-data budget.
 
-Absolute paths inside the metadata files are made relative to the repository. Prints the
-sizes and, for each teacher, how far the float16-stored weights move its hidden states on a
-fixed signal, which docs/model_card.md quotes.
+Absolute paths inside the metadata files are made relative to the repository. Writes
+``plugins/pretrained/bundle.json`` (the pick's name, the stored sizes and, for each model
+stored in float16, how far the rounding moves its hidden states on a fixed signal), which the
+model card (``recipes/offline/model_card.py``) quotes.
 """
 
 from __future__ import annotations
@@ -81,37 +82,58 @@ def hidden_states(family: str, folder: Path, seconds: float = 2.0) -> list[torch
         return list(upstream(wav, torch.tensor([n])).hidden_states)
 
 
-def bundle_teacher(run_dir: Path, teacher: str) -> dict:
+def bundle_teacher(run_dir: Path, teacher: str, dest: Path = PRETRAINED) -> dict:
     folder_name, family = TEACHERS[teacher]
     src = run_dir / "teachers" / teacher / "model"
-    dst = PRETRAINED / folder_name
+    dst = dest / folder_name
     if not (src / "config.json").is_file():  # the run used the bundled teacher as it is
-        return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+        if not (dst / "model.safetensors").is_file():
+            return {"folder": shown(dst), "bytes": 0, "kept": "not bundled"}
+        return {"folder": shown(dst), "bytes": (dst / "model.safetensors").stat().st_size,
                 "kept": "the run did not pretrain this teacher; the bundled one is unchanged"}
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     copy_metadata(src, dst, run_dir)
     save_half(src, dst)
-    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+    return {"folder": shown(dst), "bytes": (dst / "model.safetensors").stat().st_size,
             "max_layer_relative_error_fp16": rounding_error(family, src, dst)}
 
 
-def bundle_student(run_dir: Path, dtype: str = "float16") -> dict:
+def bundle_student(run_dir: Path, dtype: str = "float16", dest: Path = PRETRAINED) -> dict:
     src = run_dir / "unified_student"
     if not (src / "audioembed_student.json").is_file():
         raise SystemExit(f"{src} has no selected student: run the recipe's report stage first")
-    dst = PRETRAINED / "unified_student"
+    dst = dest / "unified_student"
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     copy_metadata(src, dst, run_dir)
     if dtype == "float32":
         shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
-        return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size}
+        return {"folder": shown(dst), "bytes": (dst / "model.safetensors").stat().st_size}
     save_half(src, dst)
-    return {"folder": str(dst.relative_to(REPO)), "bytes": (dst / "model.safetensors").stat().st_size,
+    return {"folder": shown(dst), "bytes": (dst / "model.safetensors").stat().st_size,
             "max_layer_relative_error_fp16": rounding_error("student", src, dst)}
+
+
+def shown(path: Path) -> str:
+    """A bundled folder as the report names it: from the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
+def bundle(run_dir: Path, dest: Path = PRETRAINED, student_dtype: str = "float16") -> dict:
+    """Bundle the run's pick (and teachers it pretrained) into ``dest``; writes ``dest/bundle.json``,
+    which the model card (recipes/offline/model_card.py) reads."""
+    scores = run_dir / "report" / "scores.json"
+    selected = json.loads(scores.read_text()).get("best") if scores.is_file() else None
+    models = {"unified_student": bundle_student(run_dir, student_dtype, dest)}
+    for teacher in TEACHERS:
+        models[TEACHERS[teacher][0]] = bundle_teacher(run_dir, teacher, dest)
+    report = {"run": run_dir.resolve().name, "selected": selected, "student_dtype": student_dtype,
+              "models": models, "total_bytes": sum(r["bytes"] for r in models.values())}
+    (dest / "bundle.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="storage of the student's weights (computed in float32 either way)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    report = {"unified_student": bundle_student(args.run_dir, args.student_dtype)}
-    for teacher in TEACHERS:
-        report[TEACHERS[teacher][0]] = bundle_teacher(args.run_dir, teacher)
-    total = sum(r["bytes"] for r in report.values())
-    report["total_bytes"] = total
+    report = bundle(args.run_dir, student_dtype=args.student_dtype)
+    total = report["total_bytes"]
     print(json.dumps(report, indent=1))
     if total > BUDGET_BYTES:
         print(f"over the package-data budget: {total / 2**20:.1f} MB > 25 MB", file=sys.stderr)
