@@ -22,7 +22,7 @@ from .extraction import resolve_layers
 from .feature_cache import cached_features
 from .fewshot import FoldError, draw_subset, make_folds
 from .metrics import summarize_metric
-from .probe_runner import (EncodedTargets, drop_non_finite, fit_and_score, per_item_predictions, run_fold_loop,
+from .probe_runner import (EncodedTargets, FoldOutcome, drop_non_finite, fit_and_score, per_item_predictions, run_fold_loop,
                            seed_warning, split_warnings)
 from .probes import CTC_HEADS, PROBES, ProbeConfig
 from .registry import get_registry, load_upstream
@@ -203,6 +203,10 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
 
     t0 = time.monotonic()
     results_by_shots = {}
+    # Outcomes of fits that no seed can change (same rows, seed-free probe: e.g. the L-BFGS
+    # linear probe on the full training set of a given split), reused by the later seeds
+    # instead of fitted again: identical numbers, a fraction of the time.
+    seed_free: dict[tuple, FoldOutcome] = {}
     notes: list[str] = []
     bar = _probe_bar(len(config.shots) * config.seeds * len(folds), progress)
     with compute_threads(choose_probe_threads(threads)):
@@ -220,8 +224,13 @@ def run_downstream(config: DownstreamConfig, output_dir: str | Path, progress: b
 
                 def fit(train, dev, test, index, seed=seed, shots=shots):
                     bar.set_postfix_str(f"shots={shots_label(shots)} seed={seed} {folds[index].name}", refresh=False)
-                    outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config, seed,
-                                            few_shot=shots is not None)
+                    key = (shots_label(shots), index, tuple(train), tuple(dev), tuple(test))
+                    outcome = seed_free.get(key)
+                    if outcome is None:
+                        outcome = fit_and_score(task, encoded, feats, layers, train, dev, test, probe_config, seed,
+                                                few_shot=shots is not None)
+                        if not outcome.seed_dependent:
+                            seed_free[key] = outcome
                     bar.update(1)
                     return outcome
 

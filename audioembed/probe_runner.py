@@ -91,6 +91,9 @@ class FoldOutcome:
     predictions: list = field(default_factory=list)
     #: the weight decay chosen on dev (linear probe fitted by L-BFGS), else None
     weight_decay: float | None = None
+    #: whether another seed could give another outcome on the same train/dev/test rows (False:
+    #: parameter-free probes, and the L-BFGS linear probe without seeded cross-validation)
+    seed_dependent: bool = True
 
 
 def primary_score(task: Task, metrics: dict) -> float:
@@ -146,7 +149,8 @@ def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarra
         sims = score(x_train, encoded.y[train][owner_train], x_test, encoded.outputs)
         clip = per_clip(np.where(np.isfinite(sims), sims * 10.0, -1e9), owner_test, len(test))
         preds, scores = encoded.decode(clip)
-        return FoldOutcome(task.metrics(test_targets, preds, scores, encoded.labels), None, 0, preds)
+        return FoldOutcome(task.metrics(test_targets, preds, scores, encoded.labels), None, 0, preds,
+                           seed_dependent=False)
 
     x_dev, owner_dev = rows(feats, dev)
 
@@ -171,7 +175,7 @@ def fit_and_score(task: Task, encoded: EncodedTargets, feats: Sequence[np.ndarra
         outputs = model(torch.from_numpy(x_test)).numpy()
     preds, scores = encoded.decode(per_clip(outputs, owner_test, len(test)))
     return FoldOutcome(task.metrics(test_targets, preds, scores, encoded.labels), model.featurizer.layer_weights(),
-                       epoch, preds, model.selected_weight_decay)
+                       epoch, preds, model.selected_weight_decay, seed_dependent=model.seed_dependent)
 
 
 @dataclass

@@ -57,6 +57,9 @@ class UtteranceProbe(nn.Module):
         super().__init__()
         #: the weight decay the linear probe chose on dev (None: trained with Adam)
         self.selected_weight_decay: float | None = None
+        #: trained from a seeded start or on seeded batches (Adam); fit_linear_lbfgs clears it
+        #: when its solution does not depend on the seed
+        self.seed_dependent = True
         self.featurizer = Featurizer(layers, layer_norm=config.layer_norm)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
@@ -256,6 +259,7 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
         model.load_state_dict(best[1])
         model.eval()
         model.selected_weight_decay = best[0]
+        model.seed_dependent = False
         return model
     if parts is not None:
         best_decay = _cv_weight_decay(kind, layers, x_train, y_train, x_dev, y_dev, outputs, config, parts, fresh)
@@ -278,6 +282,7 @@ def fit_linear_lbfgs(kind: TaskKind, layers: Sequence[int], x_train: np.ndarray,
         if decay == best_decay:
             break
     final.selected_weight_decay = best_decay
+    final.seed_dependent = parts is not None  # the seed only draws the cross-validation parts
     return final
 
 

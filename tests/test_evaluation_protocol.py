@@ -259,3 +259,25 @@ def test_downstream_and_dsuperb_share_one_probe_runner():
     items = probed["test_items"]
     assert sorted(items["ids"], key=int) == [str(i) for i in range(36)]
     assert np.mean(items["correct"]) > 0.9 and len(probed["per_fold"]) == 3
+
+
+def test_seed_free_fits_are_reused_by_later_seeds(three_speakers, tmp_path, monkeypatch):
+    """A fit no seed can change (parameter-free probe on the full training set) runs once per
+    fold; the later seeds reuse its outcome. K-shot subsets differ per seed and are fitted."""
+    import audioembed.downstream as downstream
+
+    calls = []
+    real = downstream.fit_and_score
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("few_shot"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(downstream, "fit_and_score", counting)
+    result = _run(three_speakers, tmp_path, probe="centroid", shots=(2, None), seeds=3)
+    folds = len(result["data"]["folds"])
+    # K-shot: one fit per distinct (fold, subset); two seeds drawing the same subset share one
+    drawn = {(fold, tuple(ids)) for s in result["results"]["2"]["per_seed"] for fold, ids in s["subset_ids"].items()}
+    assert calls.count(False) == folds and calls.count(True) == len(drawn) > folds
+    per_seed = result["results"]["all"]["per_seed"]
+    assert len(per_seed) == 3 and all(s["metrics"] == per_seed[0]["metrics"] for s in per_seed)

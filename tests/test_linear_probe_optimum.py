@@ -116,3 +116,9 @@ def test_few_shot_probe_learns_from_its_shots_only():
     assert few.metrics["accuracy"] > 0.95
     assert full.metrics["accuracy"] < 0.5  # the full-set protocol does learn from dev: it must not be used for K shots
 
+    # which fits another seed could change: the seeded cross-validation parts only (404 rows <= cv_max_rows)
+    assert not few.seed_dependent and full.seed_dependent
+    no_cv = fit_and_score(task, encoded, feats, [0], list(train), list(dev), list(test), ProbeConfig(cv_max_rows=0), 0)
+    assert not no_cv.seed_dependent
+    again = fit_and_score(task, encoded, feats, [0], list(train), list(dev), list(test), ProbeConfig(cv_max_rows=0), 7)
+    assert again.metrics == no_cv.metrics and again.predictions == no_cv.predictions
