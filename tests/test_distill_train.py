@@ -237,6 +237,24 @@ def test_changed_config_is_refused_on_resume(world, tmp_path):
     assert trainer.step == 2
 
 
+def test_a_run_folder_trains_in_one_process_at_a_time(world, tmp_path):
+    """A second trainer on a folder another holds is refused with the holder's pid; the lock
+    goes with the holder."""
+    from audioembed.training.checkpoints import CheckpointError, run_folder_lock
+
+    folder = tmp_path / "run"
+    with run_folder_lock(folder):
+        with pytest.raises(CheckpointError, match=rf"another process \(pid {os.getpid()}\)"):
+            with run_folder_lock(folder):
+                pass
+        with single_thread(), pytest.raises(DistillError, match="being trained by another process"):
+            make_trainer(world, folder).run(until_step=1)
+    with single_thread():
+        trainer = make_trainer(world, folder)
+        trainer.run(until_step=1)
+    assert trainer.step == 1
+
+
 def test_config_errors(world, tmp_path):
     with pytest.raises(ConfigError, match="names no teacher"):
         config_from_dict(raw_config(world, tmp_path, student={"init": "teacher:nobody"}))

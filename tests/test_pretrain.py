@@ -239,6 +239,10 @@ def test_mert_resume_is_exact_and_loads_through_the_mert_upstream(corpus, tmp_pa
 
     with pytest.raises(PretrainError, match="another config"):
         PretrainTrainer(_config(corpus, tmp_path / "resumed", "mert", *sets, "units.k=9"), progress=False).run()
+    from audioembed.training.checkpoints import run_folder_lock
+
+    with run_folder_lock(tmp_path / "resumed"), pytest.raises(PretrainError, match="being trained by another process"):
+        PretrainTrainer(_config(corpus, tmp_path / "resumed", "mert", *sets), progress=False).run()
 
 
 def test_truncated_checkpoint_falls_back_and_the_log_keeps_each_step_once(corpus, tmp_path):

@@ -33,7 +33,8 @@ from ..errors import AudioEmbedError
 from ..models.hf_encoder import load_pretrained, wrap_hf_model
 from ..models.student_folder import HEADS_FILE, META_FILE, read_student_metadata, save_student
 from ..registry import resolve_device
-from ..training.checkpoints import CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder, save_checkpoint
+from ..training.checkpoints import (CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder,
+                                    run_folder_lock, save_checkpoint)
 from ..training.config import ConfigError
 from ..training.optim import make_optimizer
 from ..training.runlog import RunLog, truncate_log
@@ -525,6 +526,17 @@ class Trainer:
         }
 
     def run(self, until_step: int | None = None, init_only: bool = False) -> Path:
+        """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
+
+        Returns the folder of the final student, or of the last checkpoint when stopped early.
+        """
+        try:  # one process per run folder: a second would write checkpoints over this one's
+            with run_folder_lock(self.output_dir, enabled=self.world.is_main):
+                return self._run(until_step, init_only)
+        except CheckpointError as exc:
+            raise DistillError(str(exc)) from None
+
+    def _run(self, until_step: int | None = None, init_only: bool = False) -> Path:
         """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
 
         Returns the folder of the final student, or of the last checkpoint when stopped early.

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AudioEmbedError
-from ..training.checkpoints import CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder, save_checkpoint
+from ..training.checkpoints import (CheckpointError, checkpoint_dirs, load_latest_checkpoint, open_run_folder,
+                                    run_folder_lock, save_checkpoint)
 from ..training.config import ConfigError
 from ..training.optim import make_optimizer
 from ..training.runlog import RunLog, truncate_log
@@ -333,6 +334,17 @@ class PretrainTrainer:
                             normalize=c.model.normalize, info=self.info())
 
     def run(self, until_step: int | None = None) -> Path:
+        """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
+
+        Returns ``OUT/model`` when ``max_steps`` are done, else the checkpoint it stopped at.
+        """
+        try:  # one process per run folder: a second would write checkpoints over this one's
+            with run_folder_lock(self.output_dir, enabled=True):
+                return self._run(until_step)
+        except CheckpointError as exc:
+            raise PretrainError(str(exc)) from None
+
+    def _run(self, until_step: int | None = None) -> Path:
         """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
 
         Returns ``OUT/model`` when ``max_steps`` are done, else the checkpoint it stopped at.

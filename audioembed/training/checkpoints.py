@@ -10,6 +10,9 @@
 * A checkpoint that cannot be read (truncated by a copy, damaged disk, foreign pickle) is
   reported by name and the previous one is used, so one bad file costs one checkpoint
   interval, not the run.
+* ``OUT/.lock`` is held (``flock``) by the process training into the folder: a second one
+  (e.g. a resumed recipe beside a forgotten process) is refused instead of writing
+  checkpoints over the first's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +33,7 @@ from ..errors import AudioEmbedError
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "config.toml"
+LOCK_FILE = ".lock"
 
 
 class CheckpointError(AudioEmbedError, RuntimeError):
@@ -70,6 +76,39 @@ def open_run_folder(
         tmp.write_text(config_text, encoding="utf-8")
         os.replace(tmp, saved)
     return False
+
+
+@contextmanager
+def run_folder_lock(output_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``OUT/.lock`` while training into ``output_dir``; a folder another process holds is
+    refused with its pid. ``enabled=False`` (non-main ranks of one run, which share the folder
+    with their main rank) takes no lock. Where ``fcntl`` does not exist (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        enabled = False
+    if not enabled:
+        yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(output_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise CheckpointError(
+                f"{output_dir} is being trained by another process{f' (pid {holder})' if holder else ''}; "
+                "wait for it to finish or stop it, then rerun to resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
