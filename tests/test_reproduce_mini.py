@@ -281,3 +281,30 @@ def test_mini_unified_recipe_end_to_end(tmp_path):
     assert table["unified"] == {"upstream": "student", "model": str(out / "students" / "unified" / "student"),
                                 "kind": "multi"}
     assert "small_only" not in table and "previous_default" in table
+
+
+def test_evaluate_takes_in_students_that_finish_while_it_runs(tmp_path, monkeypatch):
+    """`--only evaluate` beside a training students stage: a run that finishes mid-way joins
+    from the next task on, and a further pass evaluates it on the tasks it missed."""
+    import audioembed.downstream as downstream
+    from audioembed.offline import pipeline
+
+    ctx = load_recipe(MINI_UNIFIED, [f'run.output_dir="{tmp_path}"'])
+    tasks = {name: {"task": "classify", "data": str(tmp_path / f"{name}.csv"), "options": {}} for name in ("a", "b")}
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "evalsets.json").write_text(json.dumps({"tasks": tasks}))
+    calls = []
+    table = {"mfcc": {"upstream": "mfcc", "model": None, "kind": "baseline"}}
+
+    def fake_run(config, out_dir, progress=True):
+        calls.append((config.upstream, out_dir.name))
+        out_dir.mkdir(parents=True)  # as run_downstream does
+        table["late"] = {"upstream": "student", "model": "somewhere", "kind": "multi"}  # finishes meanwhile
+        return {}
+
+    monkeypatch.setattr(pipeline, "models", lambda ctx: dict(table))
+    monkeypatch.setattr(downstream, "run_downstream", fake_run)
+    monkeypatch.setattr(downstream, "result_stem", lambda result: "result")
+    summary = pipeline.stage_evaluate(ctx)
+    assert calls == [("mfcc", "a"), ("mfcc", "b"), ("student", "b"), ("student", "a")]
+    assert sorted(summary["results"]) == ["late/a", "late/b", "mfcc/a", "mfcc/b"]

@@ -410,48 +410,56 @@ def task_pool(task: str, wanted: str) -> str:
 
 def stage_evaluate(ctx: Context) -> dict:
     """Every model on every task, full and few-shot; one result file per (model, task)."""
-    from ..downstream import DownstreamConfig, parse_shots, result_stem, run_downstream
-
-    cfg = ctx.recipe.evaluation
     tasks = ctx.done("evalsets")["tasks"]
     cache_dir = str(ctx.dir("features"))
     done = {}
     # Task by task, the slow CTC (ASR) probes last: a page written while this stage still runs
     # (`--only report`) then compares every model on the tasks finished so far.
     order = sorted(tasks, key=lambda name: tasks[name]["task"] in CTC_TASKS)
-    table = models(ctx)
-    for task_name in order:
-        t = tasks[task_name]
-        for model_name, m in table.items():
-            out_dir = ctx.dir("results", model_name)
-            marker = out_dir / f"{task_name}.json"
-            config = DownstreamConfig(
-                task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
-                shots=parse_shots(cfg.shots_for(task_name)), seeds=cfg.seeds_for(task_name), probe=cfg.probe,
-                ctc_head=cfg.ctc_head, pool=task_pool(t["task"], cfg.pool), max_epochs=cfg.max_epochs_for(task_name), task_options=dict(t["options"]),
-                cache_dir=cache_dir, device=ctx.device,
-            )
-            settings = _probe_settings(config, ctc=t["task"] in CTC_TASKS)
-            if marker.is_file():
-                previous = json.loads(marker.read_text())
-                if previous.get("settings") == settings:
-                    done[f"{model_name}/{task_name}"] = previous["result"]
-                    continue
-                # Changed shots/seeds/probe (--set evaluation.* on a resumed run): the old numbers
-                # answer another question. Extracted features stay cached, so only the probes rerun.
-                ctx.log(f"[evaluate] {model_name} on {task_name}: probe settings changed, evaluating again")
-            ctx.log(f"[evaluate] {model_name} on {task_name}")
-            started = time.monotonic()
-            # one folder per task: several tasks share the `classify` downstream, and so its file names
-            result = run_downstream(config, out_dir / task_name, progress=ctx.progress)
-            path = out_dir / task_name / f"{result_stem(result)}.json"
-            record = {"model": model_name, "task": task_name, "result": str(path), "settings": settings,
-                      "seconds": round(time.monotonic() - started, 1)}
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, marker)
-            done[f"{model_name}/{task_name}"] = str(path)
-    return {"results": done}
+    while True:
+        before = set(models(ctx))
+        for task_name in order:
+            # read again per task: a student run that finishes while `--only evaluate` runs beside
+            # the students stage joins from the next task on, and the next pass covers the rest
+            _evaluate_task(ctx, task_name, tasks[task_name], models(ctx), cache_dir, done)
+        if set(models(ctx)) <= before:
+            return {"results": done}
+
+
+def _evaluate_task(ctx: Context, task_name: str, t: dict, table: dict[str, dict], cache_dir: str, done: dict) -> None:
+    """Every model of ``table`` on one task; a (model, task) with a marker of the same settings is reused."""
+    from ..downstream import DownstreamConfig, parse_shots, result_stem, run_downstream
+
+    cfg = ctx.recipe.evaluation
+    for model_name, m in table.items():
+        out_dir = ctx.dir("results", model_name)
+        marker = out_dir / f"{task_name}.json"
+        config = DownstreamConfig(
+            task=t["task"], upstream=m["upstream"], model=m["model"], data=t["data"],
+            shots=parse_shots(cfg.shots_for(task_name)), seeds=cfg.seeds_for(task_name), probe=cfg.probe,
+            ctc_head=cfg.ctc_head, pool=task_pool(t["task"], cfg.pool), max_epochs=cfg.max_epochs_for(task_name), task_options=dict(t["options"]),
+            cache_dir=cache_dir, device=ctx.device,
+        )
+        settings = _probe_settings(config, ctc=t["task"] in CTC_TASKS)
+        if marker.is_file():
+            previous = json.loads(marker.read_text())
+            if previous.get("settings") == settings:
+                done[f"{model_name}/{task_name}"] = previous["result"]
+                continue
+            # Changed shots/seeds/probe (--set evaluation.* on a resumed run): the old numbers
+            # answer another question. Extracted features stay cached, so only the probes rerun.
+            ctx.log(f"[evaluate] {model_name} on {task_name}: probe settings changed, evaluating again")
+        ctx.log(f"[evaluate] {model_name} on {task_name}")
+        started = time.monotonic()
+        # one folder per task: several tasks share the `classify` downstream, and so its file names
+        result = run_downstream(config, out_dir / task_name, progress=ctx.progress)
+        path = out_dir / task_name / f"{result_stem(result)}.json"
+        record = {"model": model_name, "task": task_name, "result": str(path), "settings": settings,
+                  "seconds": round(time.monotonic() - started, 1)}
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, marker)
+        done[f"{model_name}/{task_name}"] = str(path)
 
 
 def stage_report(ctx: Context) -> dict:
