@@ -23,6 +23,7 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
+from ..errors import AudioEmbedError
 from .results import PAGE_DATA, PageScores, ranking_metric, score, target_rows
 
 #: written by recipes/offline/bundle.py inside the bundle folder
@@ -36,7 +37,7 @@ ROLES = {"unified_student": "the speech + music student (default)",
          "small_hubert": "HuBERT-style speech teacher", "small_mert": "MERT-style music teacher"}
 
 
-class CardError(RuntimeError):
+class CardError(AudioEmbedError, RuntimeError):
     """A run or bundle that lacks what the card is written from (the message names the file)."""
 
 
