@@ -537,10 +537,7 @@ class Trainer:
             raise DistillError(str(exc)) from None
 
     def _run(self, until_step: int | None = None, init_only: bool = False) -> Path:
-        """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
-
-        Returns the folder of the final student, or of the last checkpoint when stopped early.
-        """
+        """:meth:`run` with the run folder locked."""
         cfg = self.config
         resuming = self._open_run_folder()
         try:

@@ -56,9 +56,9 @@ def folder_facts(folder: Path) -> dict:
     params, dtypes = 0, set()
     with safe_open(str(weights), framework="numpy") as f:
         for key in f.keys():
-            shape = f.get_slice(key).get_shape()
-            params += math.prod(shape)
-            dtypes.add(DTYPE_NAMES.get(str(f.get_slice(key).get_dtype()), str(f.get_slice(key).get_dtype())))
+            tensor = f.get_slice(key)
+            params += math.prod(tensor.get_shape())
+            dtypes.add(DTYPE_NAMES.get(str(tensor.get_dtype()), str(tensor.get_dtype())))
     meta_file = next((folder / n for n in ("audioembed_student.json", "audioembed_pretrain.json")
                       if (folder / n).is_file()), None)
     meta = json.loads(meta_file.read_text()) if meta_file else {}
@@ -138,19 +138,12 @@ def collect_card(run_dir: Path, bundle_dir: Path) -> dict:
         "optim": {k: run_config.get("optim", {}).get(k) for k in ("lr", "max_steps", "warmup", "weight_decay")},
         "data": source_hours(run_dir),
         "speed": speed.get(best), "stage_minutes": sum(sec for _, sec in page["stages"]) / 60,
-        "tasks": s.tasks, "few": s.few, "domains": {t: d for t, d in _task_domains().items() if t in s.tasks},
+        "tasks": s.tasks, "few": s.few,
         "metrics": {t: ranking_metric(next(r for (m, tt), r in s.results.items() if tt == t), t) for t in s.tasks},
         "full": _score_table(s, table_names, "all"),
         "few_shot": _score_table(s, table_names, s.few) if s.few else [],
         "versus": [list(row) for row in target_rows(s.results, s.tasks, s.kinds, best, s.few or "all")],
-        "kinds": {m: s.kinds.get(m) for m in table_names},
     }
-
-
-def _task_domains() -> dict[str, str]:
-    from .pipeline import TASK_DOMAINS
-
-    return dict(TASK_DOMAINS)
 
 
 def _cell(value: float | None) -> str:

@@ -339,16 +339,13 @@ class PretrainTrainer:
         Returns ``OUT/model`` when ``max_steps`` are done, else the checkpoint it stopped at.
         """
         try:  # one process per run folder: a second would write checkpoints over this one's
-            with run_folder_lock(self.output_dir, enabled=True):
+            with run_folder_lock(self.output_dir):
                 return self._run(until_step)
         except CheckpointError as exc:
             raise PretrainError(str(exc)) from None
 
     def _run(self, until_step: int | None = None) -> Path:
-        """Train (resuming from the last checkpoint) to ``max_steps`` or ``until_step``.
-
-        Returns ``OUT/model`` when ``max_steps`` are done, else the checkpoint it stopped at.
-        """
+        """:meth:`run` with the run folder locked."""
         from ..distill.data import BatchLoader, StepSampler
 
         c = self.config
